@@ -1,0 +1,51 @@
+# Two commands matter: `make lab` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONPATH := $(CURDIR)/.collections
+INVENTORY ?= inventories/lab
+COLLECTION_LINK := .collections/ansible_collections/onprem/daskhpc
+
+.PHONY: lab test venv lint unit integration converge demo build clean-lab bench
+
+venv: $(VENV)/.installed $(COLLECTION_LINK)
+
+# python3-venv is missing on a bare Debian 12; install it only when needed.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+# Set-up plus the main job: converge the lab, then a short burst demo.
+lab: venv
+	ansible-playbook -i $(INVENTORY) playbooks/lab.yml
+	ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+
+converge: venv
+	ansible-playbook -i $(INVENTORY) playbooks/lab.yml
+
+lint: venv
+	ruff check .
+	ansible-lint --profile production playbooks/ roles/
+
+unit: venv
+	pytest -q tests/unit
+
+test: venv lint
+	pytest -q -p no:cacheprovider tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+
+build: venv
+	ansible-galaxy collection build --force --output-path build/
+
+bench: venv
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
