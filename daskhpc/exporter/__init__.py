@@ -1,0 +1,127 @@
+"""`daskhpc exporter`: the batch system's Prometheus metrics, curated for IT.
+
+Configuration comes from a YAML file the ``slurm_exporter`` role writes from the site model
+(filter ``onprem.daskhpc.metrics_exporter_config``)::
+
+    site: lab
+    scheduler: slurm                  # picks the source in SOURCES
+    listen_address: 0.0.0.0
+    listen_port: 9817
+    min_interval_seconds: 10          # squeue/sinfo at most this often, whatever the scrape rate
+    slow_interval_seconds: 60         # sdiag and sacct at most this often
+    burst_partitions: [burst]
+    production_partitions: [prod, bigmem]
+    burst_max_share_ratio: 0.5
+    burst_max_cores: 24
+    ledger_path: /etc/daskhpc/ca/ledger.jsonl
+    slurm_bin_dir: ""                 # empty: find squeue etc. on PATH
+
+``daskhpc exporter --once`` prints one scrape to stdout (for ``promtool check metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.process_collector import ProcessCollector
+
+from .collectors import BatchCollector, CertificateCollector, ExporterStats
+from .slurm import SlurmSource
+from .source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+
+DEFAULT_CONFIG = "/etc/daskhpc/exporter.yaml"
+DEFAULTS = {
+    "site": "",
+    "scheduler": "slurm",
+    "listen_address": "0.0.0.0",
+    "listen_port": 9817,
+    "min_interval_seconds": 10,
+    "slow_interval_seconds": 60,
+    "burst_partitions": [],
+    "production_partitions": [],
+    "burst_max_share_ratio": None,
+    "burst_max_cores": None,
+    "ledger_path": None,
+    "slurm_bin_dir": "",
+}
+
+#: scheduler name (site model ``scheduler``) -> BatchSource subclass. PBS adds "pbs" here.
+SOURCES = {"slurm": SlurmSource}
+
+__all__ = ["SOURCES", "BatchCollector", "BatchSource", "BatchSystemError", "CertificateCollector",
+           "ClusterState", "Job", "Node", "Preemption", "build_registry", "load_config", "main"]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path):
+    """The exporter's configuration: DEFAULTS overlaid with the YAML file at `path`."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            given = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s. Fix: run the slurm_exporter role, or pass --config" % (path, exc)) \
+            from exc
+    if not isinstance(given, dict):
+        raise ConfigError("%s: must be a YAML mapping" % path)
+    unknown = sorted(set(given) - set(DEFAULTS) - {"accounting_overlap_seconds", "command_timeout_seconds"})
+    if unknown:
+        raise ConfigError("%s: unknown keys %s. Fix: remove them (known: %s)"
+                          % (path, ", ".join(unknown), ", ".join(sorted(DEFAULTS))))
+    config = dict(DEFAULTS, **given)
+    if config["scheduler"] not in SOURCES:
+        raise ConfigError("%s: scheduler %r has no exporter source. Fix: use one of %s"
+                          % (path, config["scheduler"], ", ".join(sorted(SOURCES))))
+    return config
+
+
+def build_registry(config, source=None):
+    """A registry holding the batch, ledger, self-monitoring and process collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    stats = ExporterStats()
+    source = source or SOURCES[config["scheduler"]](config)
+    registry.register(BatchCollector(source, config, stats))
+    if config.get("ledger_path"):
+        registry.register(CertificateCollector(config["ledger_path"], stats))
+    registry.register(stats)
+    ProcessCollector(namespace="daskhpc_exporter", registry=registry)
+    return registry
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="daskhpc exporter", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML configuration (default %(default)s)")
+    parser.add_argument("--listen-port", type=int, help="override listen_port")
+    parser.add_argument("--listen-address", help="override listen_address")
+    parser.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print("daskhpc exporter: %s" % exc, file=sys.stderr)
+        return 2
+    if args.listen_port:
+        config["listen_port"] = args.listen_port
+    if args.listen_address:
+        config["listen_address"] = args.listen_address
+    registry = build_registry(config)
+    if args.once:
+        sys.stdout.write(generate_latest(registry).decode())
+        return 0
+    server, _thread = start_http_server(config["listen_port"], config["listen_address"], registry)
+    logging.getLogger("daskhpc.exporter").info("serving on %s:%s", config["listen_address"], config["listen_port"])
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    return 0

@@ -1,0 +1,371 @@
+"""prometheus_client custom collectors: batch-system metrics, CA ledger, exporter self-metrics."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import logging
+import os
+import threading
+import time
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .source import UNAVAILABLE_NODE_STATES, BatchSystemError
+
+log = logging.getLogger("daskhpc.exporter")
+
+# Pending reasons that mean "waiting for cores", as opposed to holds, limits or dependencies.
+WAITING_FOR_CORES = ("Resources", "Priority")
+# Job states whose cores are held on nodes.
+HOLDING_STATES = ("running", "completing", "configuring", "suspended")
+# Job states every partition reports, so alerts see 0 rather than nothing.
+ALWAYS_REPORTED_JOB_STATES = ("pending", "running")
+NODE_CORE_STATES = ("allocated", "idle", "other")
+
+
+class ExporterStats:
+    """Errors and last successes per source (state, health, accounting, ledger), shared by collectors."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.errors = collections.Counter()
+        self.last_success = {}
+
+    def error(self, source, exc):
+        log.warning("%s: %s", source, exc)
+        with self.lock:
+            self.errors[source] += 1
+
+    def success(self, source, when):
+        with self.lock:
+            self.errors.setdefault(source, 0)
+            self.last_success[source] = when
+
+    def collect(self):
+        errors = CounterMetricFamily("daskhpc_scrape_errors", "Failed reads of the batch system or the CA ledger, "
+                                     "by source", labels=["source"])
+        last = GaugeMetricFamily("daskhpc_last_success_timestamp_seconds", "When each source was last read "
+                                 "successfully", labels=["source"])
+        with self.lock:
+            for source, count in sorted(self.errors.items()):
+                errors.add_metric([source], count)
+            for source, when in sorted(self.last_success.items()):
+                last.add_metric([source], when)
+        yield errors
+        yield last
+
+
+def _partition_of(job):
+    # A job pending in several partitions ("prod,burst") is counted under the first it names.
+    return job.partition.split(",")[0]
+
+
+class BatchCollector:
+    """Cluster metrics from a :class:`~daskhpc.exporter.source.BatchSource`, cached and throttled.
+
+    The source is read at most once per ``min_interval_seconds`` however often Prometheus (or
+    several Prometheus servers) scrape; health and accounting at most once per
+    ``slow_interval_seconds``. When the batch system cannot be read, ``daskhpc_up`` is 0, the
+    error is counted, the cluster metrics are left out (rather than serving stale values), and
+    the exporter keeps serving.
+    """
+
+    def __init__(self, source, config, stats=None, clock=time.time):
+        self.source = source
+        self.stats = stats or ExporterStats()
+        self.clock = clock
+        self.min_interval = float(config.get("min_interval_seconds", 10))
+        self.slow_interval = float(config.get("slow_interval_seconds", 60))
+        # sacct windows overlap by this much, because slurmdbd may record events late
+        self.accounting_overlap = float(config.get("accounting_overlap_seconds", 600))
+        self.burst_partitions = set(config.get("burst_partitions", []))
+        self.production_partitions = set(config.get("production_partitions", []))
+        self.burst_cap_ratio = config.get("burst_max_share_ratio")
+        self.burst_cap_cores = config.get("burst_max_cores")
+        self.lock = threading.Lock()
+        self.state = None
+        self.up = 0
+        self.health = []
+        self.last_state_attempt = None
+        self.last_slow_attempt = None
+        self.preempt_since = self.clock()
+        self.preempt_seen = set()
+        self.preemptions = collections.Counter({p: 0 for p in self.burst_partitions})
+
+    # --- refreshing -------------------------------------------------------------------------
+
+    def _due(self, last, interval, now):
+        return last is None or now - last >= interval
+
+    def refresh(self):
+        """Read the source if the cached data are older than the intervals."""
+        now = self.clock()
+        if self._due(self.last_state_attempt, self.min_interval, now):
+            self.last_state_attempt = now
+            try:
+                self.state = self.source.read_state()
+                self.up = 1
+                self.stats.success("state", now)
+            except BatchSystemError as exc:
+                self.state, self.up = None, 0
+                self.stats.error("state", exc)
+        if self._due(self.last_slow_attempt, self.slow_interval, now):
+            self.last_slow_attempt = now
+            try:
+                self.health = self.source.read_health()
+                self.stats.success("health", now)
+            except BatchSystemError as exc:
+                self.health = []
+                self.stats.error("health", exc)
+            self._count_preemptions(now)
+
+    def _count_preemptions(self, now):
+        try:
+            events = self.source.read_preemptions(self.preempt_since, now)
+        except BatchSystemError as exc:
+            self.stats.error("accounting", exc)
+            return
+        self.stats.success("accounting", now)
+        for event in events:
+            key = (event.job_id, event.time)
+            if key not in self.preempt_seen and event.time >= self.preempt_since:
+                self.preempt_seen.add(key)
+                self.preemptions[event.partition] += 1
+        # Next window starts a little back, never before what we have already counted.
+        self.preempt_since = max(self.preempt_since, now - self.accounting_overlap)
+        self.preempt_seen = {k for k in self.preempt_seen if k[1] >= self.preempt_since}
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def collect(self):
+        started = time.monotonic()
+        with self.lock:
+            self.refresh()
+            families = [GaugeMetricFamily("daskhpc_up", "1 if the batch system was read successfully on the "
+                                          "last attempt, else 0", value=self.up)]
+            if self.state is not None:
+                families += self.cluster_metrics(self.state)
+            families += list(self.health)
+            preempt = CounterMetricFamily("daskhpc_preemptions", "Jobs preempted (from the accounting records) "
+                                          "since the exporter started, by partition", labels=["partition"])
+            for partition, count in sorted(self.preemptions.items()):
+                preempt.add_metric([partition], count)
+            families.append(preempt)
+            durations = GaugeMetricFamily("daskhpc_batch_command_duration_seconds", "How long the last run of "
+                                          "each batch-system command took", labels=["command"])
+            for command, seconds in sorted(getattr(self.source, "durations", {}).items()):
+                durations.add_metric([command], seconds)
+            families.append(durations)
+        families.append(GaugeMetricFamily("daskhpc_scrape_duration_seconds", "Time this scrape spent collecting "
+                                          "batch-system metrics", value=time.monotonic() - started))
+        yield from families
+
+    def partition_class(self, name):
+        if name in self.burst_partitions:
+            return "burst"
+        if name in self.production_partitions:
+            return "production"
+        return "unknown"
+
+    def cluster_metrics(self, state):
+        part_up = GaugeMetricFamily("daskhpc_partition_up", "1 if the partition is up", labels=["partition"])
+        part_info = GaugeMetricFamily("daskhpc_partition_info", "Partition class from the site model (always 1)",
+                                      labels=["partition", "class"])
+        part_cores = GaugeMetricFamily("daskhpc_partition_cores", "Cores of the partition's nodes by state "
+                                       "(allocated, idle, other = down/drained/reserved)",
+                                       labels=["partition", "state"])
+        part_nodes = GaugeMetricFamily("daskhpc_partition_nodes", "Nodes of the partition by node state",
+                                       labels=["partition", "state"])
+        cluster_cores = GaugeMetricFamily("daskhpc_cluster_cores", "Cores of the whole cluster by state, each "
+                                          "node counted once", labels=["state"])
+        cluster_nodes = GaugeMetricFamily("daskhpc_cluster_nodes", "Nodes of the whole cluster by node state",
+                                          labels=["state"])
+        unavailable = GaugeMetricFamily("daskhpc_node_unavailable_since_timestamp_seconds", "When a node that "
+                                        "cannot take work (down, drained, ...) entered that state",
+                                        labels=["node", "state"])
+        cores = collections.Counter()
+        nodes = collections.Counter()
+        node_partitions = collections.defaultdict(set)
+        for partition, is_up in sorted(state.partitions_up.items()):
+            part_up.add_metric([partition], 1 if is_up else 0)
+            part_info.add_metric([partition, self.partition_class(partition)], 1)
+            for core_state in NODE_CORE_STATES:
+                cores[(partition, core_state)] += 0
+        totals = collections.Counter()
+        node_states = collections.Counter()
+        for node in state.nodes:
+            for partition in node.partitions:
+                node_partitions[partition].add(node.name)
+                nodes[(partition, node.state)] += 1
+                cores[(partition, "allocated")] += node.cpus_allocated
+                cores[(partition, "idle")] += node.cpus_idle
+                cores[(partition, "other")] += node.cpus_other
+            totals["allocated"] += node.cpus_allocated
+            totals["idle"] += node.cpus_idle
+            totals["other"] += node.cpus_other
+            node_states[node.state] += 1
+            if node.state in UNAVAILABLE_NODE_STATES and node.unavailable_since is not None:
+                unavailable.add_metric([node.name, node.state], node.unavailable_since)
+        for (partition, core_state), value in sorted(cores.items()):
+            part_cores.add_metric([partition, core_state], value)
+        for (partition, node_state), value in sorted(nodes.items()):
+            part_nodes.add_metric([partition, node_state], value)
+        for core_state in NODE_CORE_STATES:
+            cluster_cores.add_metric([core_state], totals[core_state])
+        for node_state, value in sorted(node_states.items()):
+            cluster_nodes.add_metric([node_state], value)
+        families = [part_up, part_info, part_cores, part_nodes, cluster_cores, cluster_nodes, unavailable]
+        families += self.job_metrics(state, node_partitions, sum(totals.values()))
+        return families
+
+    def job_metrics(self, state, node_partitions, cluster_total_cores):
+        jobs = collections.Counter()
+        pending = collections.Counter()
+        burst_cores = collections.Counter()
+        burst_jobs = collections.Counter()
+        burst_nodes = set()
+        for partition in state.partitions_up:
+            for job_state in ALWAYS_REPORTED_JOB_STATES:
+                jobs[(partition, job_state)] += 0
+        for job in state.jobs:
+            partition = _partition_of(job)
+            jobs[(partition, job.state)] += job.count
+            if job.state == "pending":
+                pending[(partition, job.reason)] += job.count
+            if partition in self.burst_partitions:
+                burst_jobs[(job.user, job.state)] += job.count
+                if job.state in HOLDING_STATES:
+                    burst_cores[job.user] += job.cpus * job.count
+                    burst_nodes.update(job.nodes)
+        behind = collections.Counter({p: 0 for p in self.production_partitions})
+        for job in state.jobs:
+            partition = _partition_of(job)
+            if job.state == "pending" and partition in self.production_partitions \
+                    and job.reason in WAITING_FOR_CORES and node_partitions.get(partition, set()) & burst_nodes:
+                behind[partition] += job.count
+
+        jobs_f = GaugeMetricFamily("daskhpc_jobs", "Jobs by partition and state (pending arrays count every "
+                                   "task; finished jobs stay visible for slurmctld's MinJobAge)",
+                                   labels=["partition", "state"])
+        for (partition, job_state), value in sorted(jobs.items()):
+            jobs_f.add_metric([partition, job_state], value)
+        pending_f = GaugeMetricFamily("daskhpc_jobs_pending", "Pending jobs by partition and pending reason",
+                                      labels=["partition", "reason"])
+        for (partition, reason), value in sorted(pending.items()):
+            pending_f.add_metric([partition, reason], value)
+        cores_f = GaugeMetricFamily("daskhpc_burst_cores", "Cores held by each user's jobs in burst partitions",
+                                    labels=["user"])
+        for user, value in sorted(burst_cores.items()):
+            cores_f.add_metric([user], value)
+        burst_jobs_f = GaugeMetricFamily("daskhpc_burst_jobs", "Each user's jobs in burst partitions by state",
+                                         labels=["user", "state"])
+        for (user, job_state), value in sorted(burst_jobs.items()):
+            burst_jobs_f.add_metric([user, job_state], value)
+        used = sum(burst_cores.values())
+        share = GaugeMetricFamily("daskhpc_burst_share_ratio", "Share of the cluster's cores held by burst jobs "
+                                  "(0-1)", value=used / cluster_total_cores if cluster_total_cores else 0.0)
+        families = [jobs_f, pending_f, cores_f, burst_jobs_f, share]
+        if self.burst_cap_ratio is not None:
+            families.append(GaugeMetricFamily("daskhpc_burst_share_cap_ratio", "The site model's cap on the burst "
+                                              "share (burst.max_share_percent / 100)",
+                                              value=float(self.burst_cap_ratio)))
+        if self.burst_cap_cores is not None:
+            families.append(GaugeMetricFamily("daskhpc_burst_cap_cores", "The burst QOS's core cap (GrpTRES cpu)",
+                                              value=float(self.burst_cap_cores)))
+        behind_f = GaugeMetricFamily("daskhpc_production_jobs_pending_behind_burst", "Production jobs waiting "
+                                     "for cores while burst jobs hold nodes of their partition (should stay 0 "
+                                     "beyond the burst grace time)", labels=["partition"])
+        for partition, value in sorted(behind.items()):
+            behind_f.add_metric([partition], value)
+        families.append(behind_f)
+        return families
+
+
+def _epoch(value):
+    """Ledger timestamps: ISO 8601 (naive means UTC) or epoch seconds; None when absent."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().replace("Z", "+00:00")
+    parsed = datetime.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed.timestamp()
+
+
+class CertificateCollector:
+    """Certificate expiry from the CA's issuance ledger (JSON lines); absent ledger is not an error.
+
+    Only the newest unrevoked certificate of each (subject, profile) is reported, so renewals
+    replace their predecessors, and certificates that expired over ``forget_after_seconds`` ago
+    are dropped (short-lived user certificates of people who left).
+    """
+
+    def __init__(self, path, stats=None, clock=time.time, forget_after_seconds=30 * 86400):
+        self.path = path
+        self.stats = stats or ExporterStats()
+        self.clock = clock
+        self.forget_after = forget_after_seconds
+        self._cache_key = None
+        self._entries = []
+
+    def _read(self):
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            self._cache_key, self._entries = None, []
+            return False
+        key = (info.st_mtime_ns, info.st_size)
+        if key != self._cache_key:
+            entries = []
+            with open(self.path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        entry = json.loads(line)
+                        entries.append((entry, _epoch(entry.get("not_after")), _epoch(entry.get("revoked_at"))))
+                    except ValueError as exc:
+                        self.stats.error("ledger", "%s line %d: %s" % (self.path, number, exc))
+            self._cache_key, self._entries = key, entries
+        return True
+
+    def collect(self):
+        now = self.clock()
+        try:
+            present = self._read()
+        except OSError as exc:
+            self.stats.error("ledger", exc)
+            present = False
+        else:
+            if present:
+                self.stats.success("ledger", now)
+        yield GaugeMetricFamily("daskhpc_ca_ledger_present", "1 if the CA's issuance ledger could be read",
+                                value=1 if present else 0)
+        counts = collections.Counter({"valid": 0, "expired": 0, "revoked": 0})
+        newest = {}
+        for entry, not_after, revoked_at in self._entries:
+            if revoked_at is not None:
+                counts["revoked"] += 1
+                continue
+            if not_after is None:
+                continue
+            counts["valid" if not_after > now else "expired"] += 1
+            key = (str(entry.get("subject", "")), str(entry.get("profile", "")))
+            if key not in newest or not_after > newest[key][0]:
+                newest[key] = (not_after, str(entry.get("serial", "")))
+        by_state = GaugeMetricFamily("daskhpc_certificates", "Certificates in the CA ledger by state",
+                                     labels=["state"])
+        for cert_state, value in sorted(counts.items()):
+            by_state.add_metric([cert_state], value)
+        yield by_state
+        expiry = GaugeMetricFamily("daskhpc_certificate_expiry_timestamp_seconds", "When the newest unrevoked "
+                                   "certificate of each subject and profile expires",
+                                   labels=["subject", "profile", "serial"])
+        for (subject, profile), (not_after, serial) in sorted(newest.items()):
+            if not_after > now - self.forget_after:
+                expiry.add_metric([subject, profile, serial], not_after)
+        yield expiry

@@ -1,0 +1,108 @@
+"""The interface between a batch system and the exporter's metrics.
+
+The exporter is split in two so that every batch system yields the same metric names:
+
+* a **source** (one per batch system) reads the scheduler with as few calls as possible and
+  returns plain records -- :class:`ClusterState` (nodes and jobs), :class:`Preemption` events
+  and optional scheduler-specific health metric families;
+* :class:`daskhpc.exporter.collectors.BatchCollector` turns those records into the
+  ``daskhpc_*`` metrics, caches them and throttles the source.
+
+To add a batch system (the PBS collector does this), subclass :class:`BatchSource` in a module
+of this package, implement :meth:`~BatchSource.read_state`, and optionally
+:meth:`~BatchSource.read_preemptions` and :meth:`~BatchSource.read_health`, then add the class
+to ``SOURCES`` in ``daskhpc/exporter/__init__.py`` under the site model's ``scheduler`` value.
+Sources raise :class:`BatchSystemError` when the scheduler cannot be read; the collector then
+reports ``daskhpc_up 0`` and counts the error, and the exporter keeps serving.
+
+Vocabulary shared by all sources (so dashboards and alerts work everywhere):
+
+* node ``state``: lower-case base state without flag suffixes: ``idle``, ``mixed``,
+  ``allocated``, ``completing``, ``draining``, ``drained``, ``down``, ``reserved``,
+  ``maint``, ``fail``, ``unknown`` (others pass through lower-cased);
+* job ``state``: lower-case, SLURM's long names (``pending``, ``running``, ``suspended``,
+  ``completing``, ``completed``, ``cancelled``, ``failed``, ``timeout``, ``preempted``,
+  ``node_fail``, ``requeued``, ...); PBS maps Q->pending, R->running, H->pending with a
+  hold reason, S->suspended, E->completing, F->completed;
+* job ``reason``: the scheduler's pending reason (``Resources``, ``Priority``, ``JobHeldUser``,
+  ``QOSMaxCpuPerUserLimit``, ...); empty for jobs that are not pending.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+# Node states that mean "this node cannot take work"; alerts watch how long nodes stay in them.
+UNAVAILABLE_NODE_STATES = ("down", "drained", "draining", "fail", "failing", "maint", "unknown")
+
+
+class BatchSystemError(RuntimeError):
+    """The batch system could not be read (command missing, controller down, bad output)."""
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    partitions: list
+    state: str
+    cpus: int
+    cpus_allocated: int
+    cpus_idle: int
+    cpus_other: int
+    # When the node became unavailable (epoch seconds), for down/drained nodes; None otherwise.
+    unavailable_since: float | None = None
+
+
+@dataclasses.dataclass
+class Job:
+    partition: str
+    state: str
+    user: str
+    cpus: int
+    reason: str = ""
+    nodes: list = dataclasses.field(default_factory=list)
+    # A pending job array is one record standing for `count` jobs.
+    count: int = 1
+
+
+@dataclasses.dataclass
+class ClusterState:
+    nodes: list
+    jobs: list
+    # partition name -> True when the partition accepts and runs jobs
+    partitions_up: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Preemption:
+    job_id: str
+    partition: str
+    user: str
+    time: float
+
+
+class BatchSource(abc.ABC):
+    """Reads one batch system. Subclasses must not make one call per node or per job."""
+
+    #: value of the site model's ``scheduler`` field this source serves
+    scheduler = ""
+
+    def __init__(self, config):
+        self.config = config
+
+    @abc.abstractmethod
+    def read_state(self) -> ClusterState:
+        """Nodes and jobs (including recently finished ones), in at most a couple of calls."""
+
+    def read_preemptions(self, since: float, until: float) -> list:
+        """Jobs preempted between `since` and `until` (epoch seconds) from the accounting records.
+
+        Called on the slower accounting interval with overlapping windows; the collector
+        de-duplicates events by (job_id, time). Return [] if the batch system keeps no such record.
+        """
+        return []
+
+    def read_health(self) -> list:
+        """Scheduler-specific health metric families (prometheus_client Metric objects)."""
+        return []
