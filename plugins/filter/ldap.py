@@ -1,0 +1,55 @@
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the directory roles: the site model's LDAP view and salted password hashes."""
+
+from __future__ import annotations
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+
+
+def _model(site):
+    try:
+        return site_model.validate(site)
+    except site_model.SiteModelError as exc:
+        raise AnsibleFilterError("daskhpc_site is invalid: %s" % exc) from exc
+
+
+def ldap_model(site):
+    """The site model's ``ldap`` section with defaults filled in (e.g. group_schema)."""
+    return _model(site)["ldap"]
+
+
+def ldap_burst_groups(site):
+    """Sorted union of the groups allowed on every burst partition."""
+    model = _model(site)
+    return sorted({g for p in model["partitions"] if p["class"] == "burst" for g in p["allow_groups"]})
+
+
+def ldap_ssha(password, existing=None):
+    """A ``{SSHA}`` hash of *password*; reuses the hash found in *existing* when it still matches.
+
+    *existing* may be a hash or a slapd.conf text (its ``rootpw`` line is used),
+    so templating a salted hash stays idempotent.
+    """
+    if password is None or password == "":
+        raise AnsibleFilterError("ldap_ssha: the password is empty. Fix: set it in the inventory's vault")
+    stored = None
+    if existing:
+        text = str(existing)
+        found = re.search(r"^rootpw\s+(\S+)\s*$", text, re.MULTILINE)
+        stored = found.group(1) if found else text.strip()
+    return ldapu.reuse_or_hash(str(password), stored)
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "ldap_model": ldap_model,
+            "ldap_burst_groups": ldap_burst_groups,
+            "ldap_ssha": ldap_ssha,
+        }
