@@ -1,0 +1,890 @@
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The site's internal CA: keys, CA creation, leaf issuance, ledger and CRL.
+
+Pure Python on ``cryptography`` (no openssl binary, no Ansible imports), so the
+modules, the ``daskhpc`` package and the tests share it unchanged.
+
+Layout of a CA directory (``ca.dir`` in the site model)::
+
+    root.pem          self-signed root certificate
+    root.key          root key, encrypted with the CA passphrase (may be kept offline)
+    intermediate.pem  issuing intermediate, signed by the root
+    intermediate.key  issuing key, encrypted with the CA passphrase
+    ca.pem            site bundle: root + intermediate
+    crl.pem           CRL signed by the intermediate
+    ledger.jsonl      append-only issuance ledger (JSON lines)
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import getpass
+import grp
+import hashlib
+import ipaddress
+import json
+import os
+import pwd
+import re
+import tempfile
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096")
+PROFILES = ("host", "service", "user")
+# The profile is recorded in the certificate as a policy OID (under a UUID arc, 2.25.<uuid>, RFC 9834 style)
+# so a profile change is visible even where two profiles share their key usages.
+PROFILE_ARC = "2.25.315255047068084017283830264305683009085"
+PROFILE_POLICIES = {name: x509.ObjectIdentifier("%s.%d" % (PROFILE_ARC, i)) for i, name in enumerate(PROFILES, 1)}
+USER_OU = "users"
+REVOCATION_REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "key_compromise": x509.ReasonFlags.key_compromise,
+    "ca_compromise": x509.ReasonFlags.ca_compromise,
+    "affiliation_changed": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
+    "certificate_hold": x509.ReasonFlags.certificate_hold,
+    "privilege_withdrawn": x509.ReasonFlags.privilege_withdrawn,
+}
+SUBJECT_FIELDS = {
+    "C": NameOID.COUNTRY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "CN": NameOID.COMMON_NAME,
+}
+CA_FILES = {
+    "root_cert": "root.pem",
+    "root_key": "root.key",
+    "cert": "intermediate.pem",
+    "key": "intermediate.key",
+    "bundle": "ca.pem",
+    "crl": "crl.pem",
+    "ledger": "ledger.jsonl",
+}
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+
+
+class PkiError(Exception):
+    """An error a person can act on: what went wrong, and the fix."""
+
+    def __init__(self, problem, fix):
+        self.problem = problem
+        self.fix = fix
+        super().__init__("%s. Fix: %s" % (problem, fix))
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def isoformat(when):
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def serial_hex(serial):
+    """Serials as upper-case hex, as `openssl x509 -serial` prints them."""
+    return "%X" % serial
+
+
+# --- keys ----------------------------------------------------------------------
+
+
+def generate_key(key_type):
+    if key_type == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ecdsa-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type.startswith("rsa-") and key_type in KEY_TYPES:
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    raise PkiError("key type %r is not supported" % (key_type,), "use one of: %s" % ", ".join(KEY_TYPES))
+
+
+def key_type_of(key):
+    """The KEY_TYPES name of a private or public key (None if unsupported)."""
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(key.curve.name)
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return "ed25519"
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "rsa-%d" % key.key_size
+    return None
+
+
+def key_to_pem(key, passphrase=None):
+    encryption = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
+                  else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def load_key(data, passphrase=None, what="private key"):
+    """Load a PEM key; wrong or missing passphrases give a PkiError naming the file."""
+    try:
+        return serialization.load_pem_private_key(data, passphrase.encode() if passphrase else None)
+    except TypeError as exc:
+        if "not encrypted" in str(exc):
+            return serialization.load_pem_private_key(data, None)
+        raise PkiError("%s is encrypted and no passphrase was given" % what,
+                       "pass the CA passphrase (ca_passphrase, from the vault)") from exc
+    except ValueError as exc:
+        if passphrase and ("decrypt" in str(exc).lower() or "password" in str(exc).lower()):
+            raise PkiError("wrong passphrase for %s" % what,
+                           "pass the passphrase the CA was created with (check the vault variable)") from exc
+        raise PkiError("%s is not a readable PEM private key (%s)" % (what, exc),
+                       "restore it from backup or remove it to have a new key generated") from exc
+
+
+def _sign_algorithm(key):
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def public_key_bytes(key):
+    public = key.public_key() if hasattr(key, "public_key") else key
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# --- names ---------------------------------------------------------------------
+
+
+def build_name(subject):
+    """x509.Name from a mapping such as ``{"CN": "alice", "OU": "users"}`` (fixed order C..CN)."""
+    if isinstance(subject, str):
+        subject = dict(part.split("=", 1) for part in subject.split(",") if "=" in part)
+    if not isinstance(subject, dict) or not subject.get("CN"):
+        raise PkiError("subject %r has no CN" % (subject,),
+                       "give subject as a mapping with at least CN, e.g. {CN: alice}")
+    unknown = set(subject) - set(SUBJECT_FIELDS)
+    if unknown:
+        raise PkiError("subject fields %s are not supported" % ", ".join(sorted(unknown)),
+                       "use only: %s" % ", ".join(SUBJECT_FIELDS))
+    return x509.Name([x509.NameAttribute(oid, str(subject[field]))
+                      for field, oid in SUBJECT_FIELDS.items() if subject.get(field)])
+
+
+def _valid_dns(name):
+    labels = name.rstrip(".").split(".")
+    if labels and labels[0] == "*":
+        labels = labels[1:]
+    return bool(labels) and len(name) <= 253 and all(_DNS_LABEL.match(label) for label in labels)
+
+
+def parse_san(value):
+    """One SAN from ``DNS:name``, ``IP:addr`` or a bare name/address."""
+    text = str(value).strip()
+    kind, sep, rest = text.partition(":")
+    if sep and kind.upper() in ("DNS", "IP"):
+        kind, text = kind.upper(), rest.strip()
+    else:
+        kind = None
+    if kind in (None, "IP"):
+        try:
+            return x509.IPAddress(ipaddress.ip_address(text))
+        except ValueError:
+            if kind == "IP":
+                raise PkiError("SAN %r is not a valid IP address" % (value,),
+                               "write IP:192.0.2.10 or IP:2001:db8::1") from None
+    if _valid_dns(text):
+        return x509.DNSName(text.lower())
+    raise PkiError("SAN %r is not a valid DNS name or IP address" % (value,),
+                   "use DNS:host.example.org (letters, digits, '-', dots; '*.' only as the first label) "
+                   "or IP:192.0.2.10")
+
+
+def parse_sans(values):
+    return [parse_san(v) for v in (values or [])]
+
+
+def san_strings(names):
+    out = []
+    for name in names:
+        if isinstance(name, x509.IPAddress):
+            out.append("IP:%s" % name.value)
+        elif isinstance(name, x509.DNSName):
+            out.append("DNS:%s" % name.value)
+        else:
+            out.append(str(name.value))
+    return sorted(out)
+
+
+def cert_sans(cert):
+    try:
+        return san_strings(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def _common_name(name):
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return values[0].value if values else None
+
+
+# --- files -----------------------------------------------------------------------
+
+
+def backup_file(path):
+    """Copy ``path`` to ``path.<timestamp>~`` (Ansible's backup naming) and return the copy's path."""
+    if not os.path.exists(path):
+        return None
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")
+    dest = "%s.%d.%s~" % (path, os.getpid(), stamp)
+    with open(path, "rb") as src:
+        data = src.read()
+    st = os.stat(path)
+    atomic_write(dest, data, mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid)
+    return dest
+
+
+def atomic_write(path, data, *, mode=0o644, uid=None, gid=None, backup=False, fsync=True):
+    """Write through a temporary file in the same directory, then os.replace (never half-written).
+
+    Mode and owner are set on the temporary file before it becomes visible, so a key is
+    never readable by others, not even for a moment.
+    """
+    backup_path = backup_file(path) if backup else None
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
+    try:
+        os.fchmod(fd, mode)
+        if uid is not None or gid is not None:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return backup_path
+
+
+def ensure_dirs(path, mode=0o700, uid=None, gid=None):
+    """Create the missing directories of ``path`` with mode/owner; existing ones are left alone."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    for directory in reversed(missing):
+        os.mkdir(directory, mode)
+        os.chmod(directory, mode)  # umask must not weaken it
+        if uid is not None or gid is not None:
+            os.chown(directory, -1 if uid is None else uid, -1 if gid is None else gid)
+    return missing
+
+
+def read_file(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def cert_to_pem(cert):
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_certs(data):
+    return x509.load_pem_x509_certificates(data)
+
+
+# --- the CA ----------------------------------------------------------------------
+
+
+def _ca_extensions(builder, public_key, issuer_key, path_length):
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+    builder = builder.add_extension(x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+        critical=True)
+    builder = builder.add_extension(ski, critical=False)
+    return builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+
+
+def make_root(name, key, days, now=None):
+    now = now or utcnow()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "%s Root" % name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=days)))
+    builder = _ca_extensions(builder, key.public_key(), key, path_length=1)
+    return builder.sign(key, _sign_algorithm(key))
+
+
+def make_intermediate(name, key, root_cert, root_key, *, days, now=None):
+    now = now or utcnow()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "%s Issuing CA" % name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
+    not_after = min(now + datetime.timedelta(days=days), root_cert.not_valid_after_utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(root_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(not_after))
+    builder = _ca_extensions(builder, key.public_key(), root_key, path_length=0)
+    return builder.sign(root_key, _sign_algorithm(root_key))
+
+
+def signed_by(cert, issuer_cert):
+    """True if ``cert`` carries a valid signature by ``issuer_cert``'s key."""
+    if cert.issuer != issuer_cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer_cert)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def ca_paths(ca_dir):
+    return {k: os.path.join(ca_dir, v) for k, v in CA_FILES.items()}
+
+
+def plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days=90, now=None):
+    """What ensure_ca would do, as a list of (action, reason); raises PkiError on problems."""
+    now = now or utcnow()
+    paths = ca_paths(ca_dir)
+    actions = []
+    root_pem, root_key_pem = read_file(paths["root_cert"]), read_file(paths["root_key"])
+    int_pem, int_key_pem = read_file(paths["cert"]), read_file(paths["key"])
+    if root_key_pem is not None:
+        load_key(root_key_pem, passphrase, "the root key %s" % paths["root_key"])
+    if int_key_pem is not None:
+        load_key(int_key_pem, passphrase, "the issuing key %s" % paths["key"])
+    if root_pem is None:
+        if int_pem is not None and root_key_pem is None:
+            raise PkiError("%s is missing but an intermediate exists" % paths["root_cert"],
+                           "restore root.pem and root.key from the offline copy")
+        actions.append(("root", "no root certificate"))
+        actions.append(("intermediate", "new root"))
+    else:
+        root = load_certs(root_pem)[0]
+        expected_cn = "%s Root" % name
+        if _common_name(root.subject) != expected_cn:
+            raise PkiError("the CA in %s is %r, not %r" % (ca_dir, _common_name(root.subject), expected_cn),
+                           "a CA cannot be renamed: keep ca.name, or use a new ca.dir for a new CA")
+        if root.not_valid_after_utc <= now:
+            raise PkiError("the root CA in %s expired on %s" % (ca_dir, isoformat(root.not_valid_after_utc)),
+                           "create a new CA in a new ca.dir and roll its bundle out with pki_client")
+        if int_pem is None or int_key_pem is None:
+            actions.append(("intermediate", "no issuing intermediate"))
+        else:
+            inter = load_certs(int_pem)[0]
+            if not signed_by(inter, root):
+                actions.append(("intermediate", "intermediate is not signed by the root"))
+            elif inter.not_valid_after_utc - now <= datetime.timedelta(days=intermediate_renew_before_days):
+                actions.append(("intermediate", "intermediate expires on %s" % isoformat(inter.not_valid_after_utc)))
+        if actions and root_key_pem is None:
+            raise PkiError("the root key %s is missing (kept offline?) and is needed: %s"
+                           % (paths["root_key"], actions[0][1]),
+                           "bring root.key back from its offline copy for this run, then remove it again")
+    bundle = read_file(paths["bundle"])
+    if not actions and (bundle is None or bundle != root_pem + int_pem):
+        actions.append(("bundle", "site bundle ca.pem is missing or stale"))
+    return actions
+
+
+def ensure_ca(ca_dir, name, passphrase, *, key_type="ecdsa-p256", root_days=3650, intermediate_days=1095,
+              intermediate_renew_before_days=90, check_mode=False, now=None):
+    """Create or renew the root and issuing intermediate. Returns (actions, summary)."""
+    if not passphrase or len(passphrase) < 12:
+        raise PkiError("the CA passphrase is missing or shorter than 12 characters",
+                       "set a long passphrase in the vault (e.g. daskhpc_ca_passphrase)")
+    now = now or utcnow()
+    paths = ca_paths(ca_dir)
+    actions = plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days, now)
+    if actions and not check_mode:
+        ensure_dirs(ca_dir, 0o700)
+        kinds = {a for a, _ in actions}
+        if "root" in kinds:
+            root_key = generate_key(key_type)
+            root = make_root(name, root_key, root_days, now)
+            # Write the key first: a root certificate without its key would be useless.
+            atomic_write(paths["root_key"], key_to_pem(root_key, passphrase), mode=0o600, backup=True)
+            atomic_write(paths["root_cert"], cert_to_pem(root), mode=0o644, backup=True)
+        else:
+            root = load_certs(read_file(paths["root_cert"]))[0]
+            root_key = load_key(read_file(paths["root_key"]), passphrase, "the root key")
+        if "intermediate" in kinds:
+            # Keep the issuing key when there is one: leaves it signed stay valid under the re-signed cert.
+            existing = read_file(paths["key"])
+            int_key = load_key(existing, passphrase, "the issuing key") if existing and "root" not in kinds \
+                else generate_key(key_type)
+            inter = make_intermediate(name, int_key, root, root_key, days=intermediate_days, now=now)
+            if existing is None or "root" in kinds:
+                atomic_write(paths["key"], key_to_pem(int_key, passphrase), mode=0o600, backup=True)
+            atomic_write(paths["cert"], cert_to_pem(inter), mode=0o644, backup=True)
+        atomic_write(paths["bundle"], read_file(paths["root_cert"]) + read_file(paths["cert"]), mode=0o644)
+    return actions, ca_summary(ca_dir)
+
+
+def ca_summary(ca_dir):
+    paths = ca_paths(ca_dir)
+    out = {"ca_dir": ca_dir, "bundle": paths["bundle"]}
+    for label, key in (("root", "root_cert"), ("intermediate", "cert")):
+        data = read_file(paths[key])
+        if data:
+            cert = load_certs(data)[0]
+            out[label] = {"subject": cert.subject.rfc4514_string(), "serial": serial_hex(cert.serial_number),
+                          "not_after": isoformat(cert.not_valid_after_utc)}
+    out["root_key_present"] = os.path.exists(paths["root_key"])
+    return out
+
+
+class IssuingCA:
+    """The loaded issuing intermediate: what every leaf is signed with."""
+
+    def __init__(self, ca_dir, passphrase, now=None):
+        self.ca_dir = ca_dir
+        self.paths = ca_paths(ca_dir)
+        now = now or utcnow()
+        cert_pem, key_pem = read_file(self.paths["cert"]), read_file(self.paths["key"])
+        if cert_pem is None or key_pem is None:
+            raise PkiError("the issuing CA in %s is missing (%s)"
+                           % (ca_dir, "intermediate.key" if cert_pem else "intermediate.pem"),
+                           "create the CA first (role onprem.daskhpc.ca / module onprem.daskhpc.ca) "
+                           "or restore the CA directory from backup")
+        self.cert = load_certs(cert_pem)[0]
+        self.cert_pem = cert_to_pem(self.cert)
+        self.key = load_key(key_pem, passphrase, "the issuing key %s" % self.paths["key"])
+        if public_key_bytes(self.key) != public_key_bytes(self.cert.public_key()):
+            raise PkiError("intermediate.key does not match intermediate.pem in %s" % ca_dir,
+                           "restore the matching pair from backup")
+        if self.cert.not_valid_after_utc <= now:
+            raise PkiError("the issuing CA in %s expired on %s" % (ca_dir, isoformat(self.cert.not_valid_after_utc)),
+                           "renew it: run onprem.daskhpc.ca (needs the root key) and re-run issuance")
+        self.ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self._hash = _sign_algorithm(self.key)
+
+    def sign(self, public_key, subject, sans, *, profile, days, now=None):
+        now = now or utcnow()
+        not_after = now + datetime.timedelta(days=days)
+        not_after = min(not_after, self.cert.not_valid_after_utc)  # a leaf never outlives its issuer
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(not_after)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        rsa_key = isinstance(public_key, rsa.RSAPublicKey)
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=rsa_key, data_encipherment=False,
+            key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
+            critical=True)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(profile_ekus(profile)), critical=False)
+        builder = builder.add_extension(x509.CertificatePolicies(
+            [x509.PolicyInformation(PROFILE_POLICIES[profile], None)]), critical=False)
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self.ski), critical=False)
+        return builder.sign(self.key, self._hash)
+
+
+def profile_ekus(profile):
+    if profile == "user":
+        # A user's certificate also serves that user's own Dask scheduler.
+        return [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def _cert_profile_ok(cert, profile):
+    try:
+        ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        policies = {p.policy_identifier for p in policies}
+    except x509.ExtensionNotFound:
+        return False
+    return ekus == set(profile_ekus(profile)) and not bc.ca and policies == {PROFILE_POLICIES[profile]}
+
+
+# --- leaf requests ------------------------------------------------------------------
+
+
+def normalise_request(req, defaults=None):
+    """Validate one certificate request (module options or a batch item); return it completed."""
+    merged = dict(defaults or {})
+    merged.update({k: v for k, v in req.items() if v is not None})
+    label = merged.get("path") or "certificate"
+    if not merged.get("path"):
+        raise PkiError("a certificate request has no path", "give path (the certificate file)")
+    merged.setdefault("privatekey_path", re.sub(r"\.(pem|crt)$", "", merged["path"]) + ".key")
+    profile = merged.setdefault("profile", "host")
+    if profile not in PROFILES:
+        raise PkiError("%s: profile %r is not known" % (label, profile), "use one of: %s" % ", ".join(PROFILES))
+    subject = merged.get("subject")
+    if isinstance(subject, str):
+        subject = {"CN": subject}
+    if not isinstance(subject, dict) or not subject.get("CN"):
+        raise PkiError("%s: subject has no CN" % label, "give subject: {CN: <name>}")
+    subject = dict(subject)
+    if profile == "user":
+        if subject.get("OU", USER_OU) != USER_OU:
+            raise PkiError("%s: user certificates carry OU=%s, not %r" % (label, USER_OU, subject["OU"]),
+                           "leave OU out of user subjects")
+        subject["OU"] = USER_OU  # the identity check in daskhpc.security looks for it
+    merged["subject"] = subject
+    merged["subject_name"] = build_name(subject)
+    try:
+        merged["san_names"] = parse_sans(merged.get("subject_alt_names") or [])
+    except PkiError as exc:
+        raise PkiError("%s: %s" % (label, exc.problem), exc.fix) from None
+    merged["sans"] = san_strings(merged["san_names"])
+    key_type = merged.setdefault("key_type", "ecdsa-p256")
+    if key_type not in KEY_TYPES:
+        raise PkiError("%s: key type %r is not supported" % (label, key_type), "use one of: %s" % ", ".join(KEY_TYPES))
+    for field in ("days", "renew_before_days"):
+        value = merged.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if field == "days" else 0):
+            raise PkiError("%s: %s is %r" % (label, field, value), "give a whole number of days")
+    if merged["renew_before_days"] >= merged["days"]:
+        raise PkiError("%s: renew_before_days (%d) is not shorter than days (%d)"
+                       % (label, merged["renew_before_days"], merged["days"]),
+                       "renew a few days before expiry, e.g. days: 7 and renew_before_days: 2")
+    return merged
+
+
+def plan_leaf(req, ca, now=None):
+    """Decide whether a leaf must be (re-)issued. Returns (reasons, existing_key, existing_cert)."""
+    now = now or utcnow()
+    key_pem, cert_pem = read_file(req["privatekey_path"]), read_file(req["path"])
+    key = cert = None
+    reasons = []
+    if key_pem is not None:
+        try:
+            key = load_key(key_pem, None, req["privatekey_path"])
+        except PkiError:
+            key = None
+    if key is None or key_type_of(key) != req["key_type"]:
+        reasons.append("key" if key is None else "key type %s -> %s" % (key_type_of(key), req["key_type"]))
+        key = None
+    if cert_pem is not None:
+        try:
+            cert = load_certs(cert_pem)[0]
+        except ValueError:
+            cert = None
+    if cert is None:
+        reasons.append("no certificate")
+        return reasons, key, None
+    if key is not None and public_key_bytes(key) != public_key_bytes(cert.public_key()):
+        reasons.append("certificate does not match the key")
+    if cert.subject != req["subject_name"]:
+        reasons.append("subject %s -> %s" % (cert.subject.rfc4514_string(), req["subject_name"].rfc4514_string()))
+    if cert_sans(cert) != req["sans"]:
+        reasons.append("SANs %s -> %s" % (",".join(cert_sans(cert)), ",".join(req["sans"])))
+    if not signed_by(cert, ca.cert) or cert_pem != cert_to_pem(cert) + ca.cert_pem:
+        reasons.append("issuer or chain changed")
+    if not _cert_profile_ok(cert, req["profile"]):
+        reasons.append("profile %s" % req["profile"])
+    remaining = cert.not_valid_after_utc - now
+    if remaining <= datetime.timedelta(days=req["renew_before_days"]):
+        reasons.append("renewal window: expires %s" % isoformat(cert.not_valid_after_utc))
+    if req.get("force") and not reasons:
+        reasons.append("forced")
+    return reasons, key, cert
+
+
+def describe_cert(cert):
+    if cert is None:
+        return {}
+    return {"serial": serial_hex(cert.serial_number), "subject": cert.subject.rfc4514_string(),
+            "sans": cert_sans(cert), "not_after": isoformat(cert.not_valid_after_utc)}
+
+
+def fix_ownership(req):
+    """Make existing files' modes/owners right (returns True if anything changed)."""
+    changed = False
+    for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
+        st = os.stat(path)
+        if st.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
+            changed = True
+        uid, gid = req.get("uid"), req.get("gid")
+        if (uid is not None and st.st_uid != uid) or (gid is not None and st.st_gid != gid):
+            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+            changed = True
+    return changed
+
+
+def ownership_wrong(req):
+    for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
+        st = os.stat(path)
+        uid, gid = req.get("uid"), req.get("gid")
+        if st.st_mode & 0o7777 != mode or (uid is not None and st.st_uid != uid) \
+                or (gid is not None and st.st_gid != gid):
+            return True
+    return False
+
+
+# --- ledger -----------------------------------------------------------------------
+
+
+def requester():
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def ledger_record(cert, req, now, requested_by, reasons):
+    return {
+        "event": "issued",
+        "serial": serial_hex(cert.serial_number),
+        "subject": cert.subject.rfc4514_string(),
+        "sans": cert_sans(cert),
+        "key_type": req["key_type"],
+        "not_before": isoformat(cert.not_valid_before_utc),
+        "not_after": isoformat(cert.not_valid_after_utc),
+        "profile": req["profile"],
+        "issuer": cert.issuer.rfc4514_string(),
+        "path": req["path"],
+        "fingerprint_sha256": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        "reasons": reasons,
+        "requested_by": requested_by or requester(),
+        "issued_at": isoformat(now),
+        "revoked_at": None,
+        "revocation_reason": None,
+    }
+
+
+def append_ledger(path, records):
+    """Append records under an exclusive lock and fsync: the ledger is never rewritten."""
+    if not records:
+        return
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def read_ledger(path):
+    """Fold ledger lines by serial: issuance records with their revocations applied."""
+    folded = {}
+    data = read_file(path)
+    if not data:
+        return folded
+    for number, line in enumerate(data.decode().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise PkiError("ledger %s line %d is not JSON (%s)" % (path, number, exc),
+                           "the ledger is append-only: restore it from backup; do not edit it by hand") from None
+        serial = record.get("serial")
+        if record.get("event") == "revoked":
+            entry = folded.setdefault(serial, {"serial": serial})
+            entry["revoked_at"] = record.get("revoked_at")
+            entry["revocation_reason"] = record.get("revocation_reason")
+        else:
+            previous = folded.get(serial, {})
+            record = dict(record)
+            if previous.get("revoked_at"):
+                record["revoked_at"] = previous["revoked_at"]
+                record["revocation_reason"] = previous["revocation_reason"]
+            folded[serial] = record
+    return folded
+
+
+# --- revocation and CRL ------------------------------------------------------------
+
+
+def normalise_serial(serial):
+    text = str(serial).strip().replace(":", "").upper()
+    if text.startswith("0X"):
+        text = text[2:]
+    if not re.match(r"^[0-9A-F]+$", text):
+        raise PkiError("serial %r is not a hex serial" % (serial,),
+                       "give the serial as printed by the certificate module or `openssl x509 -serial`")
+    return "%X" % int(text, 16)
+
+
+def plan_revocations(ledger, revoke):
+    """Revocation records still to append; unknown serials are an error, repeated ones a no-op."""
+    records, unknown = [], []
+    for item in revoke or []:
+        serial = normalise_serial(item["serial"])
+        reason = item.get("reason") or "unspecified"
+        if reason not in REVOCATION_REASONS:
+            raise PkiError("revocation reason %r is not known" % (reason,),
+                           "use one of: %s" % ", ".join(REVOCATION_REASONS))
+        entry = ledger.get(serial)
+        if entry is None or entry.get("event") != "issued":
+            unknown.append(serial)
+        elif not entry.get("revoked_at"):
+            records.append({"event": "revoked", "serial": serial, "revocation_reason": reason})
+    if unknown:
+        raise PkiError("serial(s) %s were not issued by this CA (not in the ledger)" % ", ".join(unknown),
+                       "check the serial in the ledger (ledger.jsonl) or with `openssl x509 -serial -noout`")
+    return records
+
+
+def crl_needs_update(crl_pem, ca, revoked_serials, renew_before_days, now=None):
+    now = now or utcnow()
+    if crl_pem is None:
+        return "no CRL"
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+    except ValueError:
+        return "CRL unreadable"
+    if crl.issuer != ca.cert.subject or not crl.is_signature_valid(ca.cert.public_key()):
+        return "CRL signed by another CA"
+    if {serial_hex(r.serial_number) for r in crl} != set(revoked_serials):
+        return "revocations changed"
+    if crl.next_update_utc - now <= datetime.timedelta(days=renew_before_days):
+        return "next update %s is near" % isoformat(crl.next_update_utc)
+    return None
+
+
+def build_crl(ca, revoked, days, now=None):
+    """revoked: ledger entries with serial, revoked_at, revocation_reason."""
+    now = now or utcnow()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+               .last_update(now).next_update(now + datetime.timedelta(days=days))
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca.ski), critical=False)
+               .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False))
+    for entry in revoked:
+        when = datetime.datetime.strptime(entry["revoked_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc)
+        rev = (x509.RevokedCertificateBuilder().serial_number(int(entry["serial"], 16)).revocation_date(when))
+        reason = entry.get("revocation_reason") or "unspecified"
+        if reason != "unspecified":
+            rev = rev.add_extension(x509.CRLReason(REVOCATION_REASONS[reason]), critical=False)
+        builder = builder.add_revoked_certificate(rev.build())
+    return builder.sign(ca.key, _sign_algorithm(ca.key))
+
+
+
+# --- the whole flow, shared by the certificate and certificate_batch modules ---------
+
+
+def _resolve_owner(req):
+    label = req["path"]
+    owner, group = req.get("owner"), req.get("group")
+    try:
+        if owner is not None:
+            req["uid"] = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+        if group is not None:
+            req["gid"] = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PkiError("%s: owner %r or group %r does not exist on this host" % (label, owner, group),
+                       "create the account first (or check the directory service) and re-run") from None
+    for key in ("mode", "key_mode", "dir_mode"):
+        if isinstance(req.get(key), str):
+            req[key] = int(req[key], 8)
+    return req
+
+
+def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mode=False, requested_by=None,
+                        fsync=True, now=None):
+    """Issue or renew many leaves with one loaded CA. Returns (results, ledger_records).
+
+    Every request is validated before anything is written. New certificates are signed in
+    memory, recorded in the ledger (one locked, fsynced append), and only then written out,
+    so a crash can leave the ledger listing a certificate that never reached its host, but
+    never a deployed certificate the ledger does not know.
+    """
+    now = now or utcnow()
+    reqs = [_resolve_owner(normalise_request(r, defaults)) for r in requests]
+    seen = {}
+    for req in reqs:
+        if req["path"] in seen:
+            raise PkiError("two requests write %s" % req["path"], "give every certificate its own path")
+        seen[req["path"]] = True
+    ca = IssuingCA(ca_dir, passphrase, now)
+    results, pending, records = [], [], []
+    for req in reqs:
+        reasons, key, cert = plan_leaf(req, ca, now)
+        result = {"path": req["path"], "privatekey_path": req["privatekey_path"], "reasons": reasons,
+                  "changed": bool(reasons), "before": describe_cert(cert)}
+        if reasons:
+            result["after"] = {"serial": "(new)", "subject": req["subject_name"].rfc4514_string(),
+                               "sans": req["sans"]}
+            if not check_mode:
+                if key is None or req.get("rotate_key"):
+                    key, new_key = generate_key(req["key_type"]), True
+                else:
+                    new_key = False
+                new = ca.sign(key.public_key(), req["subject_name"], req["san_names"], profile=req["profile"],
+                              days=req["days"], now=now)
+                records.append(ledger_record(new, req, now, requested_by, reasons))
+                pending.append((req, key if new_key else None, new))
+                result["after"] = describe_cert(new)
+        else:
+            result["after"] = result["before"]
+            if ownership_wrong(req):
+                result["changed"] = True
+                result["reasons"] = ["file mode or owner"]
+                if not check_mode:
+                    fix_ownership(req)
+        results.append(result)
+    if check_mode:
+        return results, []
+    append_ledger(ca.paths["ledger"], records)
+    for req, key, cert in pending:
+        _write_leaf(req, key, cert, ca, fsync)
+    return results, records
+
+
+def _write_leaf(req, key, cert, ca, fsync=True):
+    uid, gid = req.get("uid"), req.get("gid")
+    if req.get("create_dirs"):
+        for path in {os.path.dirname(os.path.abspath(p)) for p in (req["path"], req["privatekey_path"])}:
+            ensure_dirs(path, req.get("dir_mode", 0o700), uid, gid)
+    if key is not None:
+        atomic_write(req["privatekey_path"], key_to_pem(key), mode=req.get("key_mode", 0o600), uid=uid, gid=gid,
+                     backup=req.get("backup", False), fsync=fsync)
+    atomic_write(req["path"], cert_to_pem(cert) + ca.cert_pem, mode=req.get("mode", 0o644), uid=uid, gid=gid,
+                 backup=req.get("backup", False), fsync=fsync)
+    if key is None:
+        fix_ownership(req)
+
+
+def ensure_crl(ca_dir, passphrase, *, revoke=None, days=7, renew_before_days=3, check_mode=False,
+               requested_by=None, now=None):
+    """Append revocations to the ledger and (re)write crl.pem when needed. Returns a result dict."""
+    now = now or utcnow()
+    if not isinstance(days, int) or days < 1 or renew_before_days >= days:
+        raise PkiError("crl days %r / renew_before_days %r are not usable" % (days, renew_before_days),
+                       "give days >= 1 and renew_before_days < days (e.g. 7 and 3)")
+    ca = IssuingCA(ca_dir, passphrase, now)
+    ledger = read_ledger(ca.paths["ledger"])
+    new = plan_revocations(ledger, revoke)
+    for record in new:
+        record["revoked_at"] = isoformat(now)
+        record["requested_by"] = requested_by or requester()
+        ledger[record["serial"]].update(revoked_at=record["revoked_at"],
+                                        revocation_reason=record["revocation_reason"])
+    issuer = ca.cert.subject.rfc4514_string()
+    revoked = sorted((e for e in ledger.values() if e.get("revoked_at") and e.get("issuer", issuer) == issuer),
+                     key=lambda e: e["serial"])
+    crl_path = ca.paths["crl"]
+    before = read_file(crl_path)
+    reason = crl_needs_update(before, ca, [e["serial"] for e in revoked], renew_before_days, now)
+    result = {"changed": bool(new or reason), "revoked": [r["serial"] for r in new], "crl_reason": reason,
+              "path": crl_path, "revoked_count": len(revoked)}
+    if check_mode or not result["changed"]:
+        if before and not reason:
+            result["next_update"] = isoformat(x509.load_pem_x509_crl(before).next_update_utc)
+        return result
+    append_ledger(ca.paths["ledger"], new)
+    crl = build_crl(ca, revoked, days, now)
+    atomic_write(crl_path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    result["next_update"] = isoformat(crl.next_update_utc)
+    return result
