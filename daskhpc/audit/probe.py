@@ -1,0 +1,231 @@
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Raw facts from one host, with the standard library only.
+
+playbooks/audit.yml copies this file to every host (``ansible.builtin.script``)
+and the CLI imports it for the local host, so both gather the same facts.
+Everything is returned raw (the tools' own output, certificate PEM text);
+parsing and judging happen in daskhpc.audit.collect on the controller.
+A source that cannot be read becomes ``{"unavailable": "reason"}``.
+
+    python3 probe.py host [--python /opt/daskhpc/venv/bin/python] [--tls-dir DIR]
+    python3 probe.py scheduler --since 2024-01-01T00:00:00 --until 2024-02-01T00:00:00
+    python3 probe.py directory --group datasci --user alice
+    python3 probe.py ledger --ca-dir /etc/daskhpc/ca
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import pwd
+import shutil
+import subprocess
+import sys
+
+TIMEOUT = 120
+
+# Prints every installed distribution's licence fields as JSON; run with the
+# production Python so it reads that environment, not ours.
+LICENCE_SCRIPT = r"""
+import json
+from importlib import metadata
+out = {}
+for dist in metadata.distributions():
+    meta = dist.metadata
+    name = meta.get("Name")
+    if not name:
+        continue
+    out[name.lower()] = {
+        "name": name,
+        "version": dist.version,
+        "license_expression": meta.get("License-Expression") or "",
+        "license": (meta.get("License") or "")[:200],
+        "classifiers": sorted(c for c in (meta.get_all("Classifier") or []) if c.startswith("License ::")),
+    }
+print(json.dumps(out, sort_keys=True))
+"""
+
+DASK_VERSION_SCRIPT = "import dask, distributed; print(dask.__version__, distributed.__version__)"
+
+
+def unavailable(reason):
+    return {"unavailable": str(reason).strip() or "no reason given"}
+
+
+def run(argv, env=None):
+    """Standard output of a command, or an `unavailable` record saying why not."""
+    if not shutil.which(argv[0]) and not os.path.exists(argv[0]):
+        return unavailable("%s is not installed" % argv[0])
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+                              env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return unavailable("%s: %s" % (" ".join(argv), exc))
+    if proc.returncode != 0:
+        return unavailable("%s exited %d: %s" % (" ".join(argv), proc.returncode,
+                                                 (proc.stderr or proc.stdout).strip()[:300]))
+    return proc.stdout
+
+
+def _version(argv):
+    out = run(argv)
+    if isinstance(out, dict):
+        return out
+    return (out.strip().splitlines() or [""])[0]
+
+
+def os_release():
+    try:
+        with open("/etc/os-release", encoding="utf-8") as handle:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in handle if "=" in line)
+        return fields.get("PRETTY_NAME", "").strip('"') or platform.platform()
+    except OSError:
+        return platform.platform()
+
+
+def tls_dirs(base_dir="/etc/daskhpc/tls"):
+    """The site TLS directory and every user's ~/.daskhpc/tls that exists."""
+    dirs = [base_dir]
+    homes = set()
+    try:
+        homes.update(entry.pw_dir for entry in pwd.getpwall())
+    except OSError:
+        pass
+    homes.update(glob.glob("/home/*"))
+    for home in sorted(homes):
+        path = os.path.join(home or "/nonexistent", ".daskhpc", "tls")
+        if os.path.isdir(path):
+            dirs.append(path)
+    return dirs
+
+
+def scan_certificates(dirs):
+    """PEM text of every certificate file (never a key) in the given directories."""
+    found = []
+    for directory in dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "*.pem")) + glob.glob(os.path.join(directory, "*.crt"))):
+            try:
+                with open(path, encoding="ascii", errors="replace") as handle:
+                    text = handle.read(1 << 20)
+            except OSError as exc:
+                found.append({"path": path, "error": str(exc)})
+                continue
+            if "BEGIN CERTIFICATE" in text and "PRIVATE KEY" not in text:
+                found.append({"path": path, "pem": text})
+    return found
+
+
+def host_facts(python=None, tls_dir="/etc/daskhpc/tls"):
+    facts = {
+        "hostname": platform.node(),
+        "os": os_release(),
+        "versions": {
+            "slurm": _version(["sinfo", "--version"]),
+            "munge": _version(["munged", "--version"]),
+            "slapd": _slapd_version(),
+            "python": platform.python_version(),
+        },
+        "certificates": scan_certificates(tls_dirs(tls_dir)),
+    }
+    if python:
+        out = run([python, "-c", DASK_VERSION_SCRIPT])
+        facts["versions"]["dask"] = out if isinstance(out, dict) else "dask %s, distributed %s" % tuple(
+            (out.split() + ["?", "?"])[:2])
+        facts["site_python"] = python
+        out = run([python, "-c", LICENCE_SCRIPT])
+        facts["packages"] = out if isinstance(out, dict) else json.loads(out)
+    else:
+        facts["versions"]["dask"] = unavailable("no site Python given")
+        facts["packages"] = unavailable("no site Python given")
+    return facts
+
+
+def _slapd_version():
+    # slapd -V prints its banner on stderr and exits 0 on Debian 12.
+    binary = shutil.which("slapd") or ("/usr/sbin/slapd" if os.path.exists("/usr/sbin/slapd") else None)
+    if not binary:
+        return unavailable("slapd is not installed")
+    try:
+        proc = subprocess.run([binary, "-VV"], capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return unavailable(str(exc))
+    text = (proc.stderr or proc.stdout).strip()
+    for line in text.splitlines():
+        if "slapd" in line:
+            return line.strip().lstrip("@(#) $").rstrip(" $")
+    return unavailable("slapd -VV printed no version")
+
+
+SACCT_FIELDS = "JobID,User,Account,Partition,QOS,State,Start,End,ElapsedRaw,AllocCPUS"
+ASSOC_FIELDS = "Cluster,Account,User,Partition,QOS,DefaultQOS"
+QOS_FIELDS = "Name,Priority,Preempt,PreemptMode,GraceTime,MaxTRESPU,MaxJobsPU,MaxSubmitPU,GrpTRES,MaxWall,Flags"
+
+
+def scheduler_facts(since, until):
+    return {
+        "scontrol_partitions": run(["scontrol", "show", "partition", "--oneliner"]),
+        "sacctmgr_qos": run(["sacctmgr", "show", "qos", "--parsable2", "--noheader", "format=" + QOS_FIELDS]),
+        "sacctmgr_assoc": run(["sacctmgr", "show", "assoc", "--parsable2", "--noheader", "format=" + ASSOC_FIELDS]),
+        # --duplicates keeps the runs a requeue replaced, so preemptions are counted.
+        "sacct": run(["sacct", "--allusers", "--allocations", "--duplicates", "--parsable2", "--noheader",
+                      "--starttime", since, "--endtime", until, "--format=" + SACCT_FIELDS]),
+    }
+
+
+def directory_facts(groups, users):
+    """Members of each group and which users exist, through the name service (getent)."""
+    out = {"source": "getent", "groups": {}, "users": {}}
+    for group in sorted(set(groups)):
+        text = run(["getent", "group", group])
+        if isinstance(text, dict):
+            out["groups"][group] = None  # not found
+            continue
+        fields = text.strip().split(":")
+        out["groups"][group] = sorted(m for m in (fields[3].split(",") if len(fields) > 3 else []) if m)
+    for user in sorted(set(users)):
+        out["users"][user] = not isinstance(run(["getent", "passwd", user]), dict)
+    return out
+
+
+def ledger(ca_dir):
+    path = os.path.join(ca_dir, "ledger.jsonl")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        return unavailable("cannot read %s: %s" % (path, exc.strerror or exc))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    host = sub.add_parser("host")
+    host.add_argument("--python")
+    host.add_argument("--tls-dir", default="/etc/daskhpc/tls")
+    sched = sub.add_parser("scheduler")
+    sched.add_argument("--since", required=True)
+    sched.add_argument("--until", required=True)
+    dirs = sub.add_parser("directory")
+    dirs.add_argument("--group", action="append", default=[])
+    dirs.add_argument("--user", action="append", default=[])
+    led = sub.add_parser("ledger")
+    led.add_argument("--ca-dir", required=True)
+    args = parser.parse_args(argv)
+    if args.what == "host":
+        result = host_facts(args.python, args.tls_dir)
+    elif args.what == "scheduler":
+        result = scheduler_facts(args.since, args.until)
+    elif args.what == "directory":
+        result = directory_facts(args.group, args.user)
+    else:
+        result = ledger(args.ca_dir)
+    json.dump(result, sys.stdout, sort_keys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
