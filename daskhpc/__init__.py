@@ -1,0 +1,27 @@
+"""daskhpc: policy-safe, preemption-proof Dask clusters on an on-prem HPC burst partition.
+
+    from daskhpc import BurstCluster
+
+Names are imported lazily so that ``daskhpc`` subcommands (audit, exporter)
+do not pay for importing Dask.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "BurstCluster": "daskhpc.cluster",
+    "BurstClusterBase": "daskhpc.cluster",
+    "SlurmBurstCluster": "daskhpc.cluster",
+    "PolicyError": "daskhpc.cluster",
+    "NotConfigured": "daskhpc.config",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError("module 'daskhpc' has no attribute %r" % name)

@@ -1,0 +1,543 @@
+"""``BurstCluster``: dask-jobqueue on the site's burst partition, inside policy and preemption-proof.
+
+    from daskhpc import BurstCluster
+    with BurstCluster(workers=16) as cluster, cluster.get_client() as client:
+        ...
+
+The class hierarchy follows dask-jobqueue's: a scheduler-neutral
+``BurstClusterBase`` (policy, job-state sync, progress, TLS, discovery) mixed
+into a dask-jobqueue cluster class, with the scheduler-specific parts in small
+hooks (``policy_job_kwargs``, ``policy_options``, ``directive_prefix``,
+``job_cls``, ``batch_cls``). ``SlurmBurstCluster`` is the SLURM one; a PBS
+class plugs in the same way and is picked by ``BurstCluster()`` from the
+site configuration (``daskhpc.scheduler``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import math
+import shlex
+import warnings
+from time import time
+
+from dask.utils import format_bytes, parse_bytes, parse_timedelta
+from dask_jobqueue.slurm import SLURMCluster, SLURMJob
+from distributed.core import Status
+from distributed.deploy.cluster import Cluster
+from tornado.ioloop import PeriodicCallback
+
+from daskhpc import config as site
+from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
+from daskhpc.model.site_model import format_slurm_minutes, parse_duration_minutes
+from daskhpc.progress import Progress, summarize
+
+logger = logging.getLogger("daskhpc.cluster")
+
+# After this many quick failures in a row (jobs that end before any worker connected)
+# the cluster stops resubmitting: something is broken and resubmitting would flood the queue.
+MAX_QUICK_FAILURES = 3
+
+
+class PolicyError(ValueError):
+    """A request beyond the site's burst policy, refused before anything reaches the batch system."""
+
+
+class BurstPolicy:
+    """The site's burst rules as the client sees them (the scheduler's QOS remains the real guard)."""
+
+    def __init__(self, config):
+        limits = config.get("limits") or {}
+        self.site = config.get("site")
+        self.partition = config["partition"]
+        self.qos = config["qos"]
+        self.account = config["account"]
+        self.contact = site.contact(config)
+        self.max_walltime_minutes = parse_duration_minutes(config.get("max-walltime") or "01:00:00")
+        self.grace_time = int(config.get("grace-time") or 0)
+        self.max_cores_per_user = limits.get("max-cores-per-user")
+        self.max_jobs_per_user = limits.get("max-jobs-per-user")
+        self.max_cores_per_job = limits.get("max-cores-per-job")
+        memory = limits.get("max-memory-per-job")
+        self.max_memory_per_job = parse_bytes(memory) if isinstance(memory, str) else memory
+
+    def refuse(self, what, limit):
+        return PolicyError(
+            "%s: %s. This is the %s site's burst policy; ask %s if you need more."
+            % (what, limit, self.site or "this", self.contact))
+
+    def check_job(self, cores, memory, walltime_minutes, processes):
+        if processes < 1 or processes > cores:
+            raise PolicyError("processes=%d must be between 1 and cores=%d (each worker needs a core)"
+                              % (processes, cores))
+        if self.max_cores_per_job and cores > self.max_cores_per_job:
+            raise self.refuse("cores=%d per job is too many" % cores,
+                              "the largest burst node has %d cores" % self.max_cores_per_job)
+        if self.max_cores_per_user and cores > self.max_cores_per_user:
+            raise self.refuse("cores=%d per job is too many" % cores,
+                              "at most %d burst cores per user" % self.max_cores_per_user)
+        if self.max_memory_per_job and memory > self.max_memory_per_job:
+            raise self.refuse("memory=%s per job is too much" % format_bytes(memory),
+                              "the largest burst node has %s" % format_bytes(self.max_memory_per_job))
+        if self.max_walltime_minutes and walltime_minutes > self.max_walltime_minutes:
+            raise self.refuse("walltime=%s is too long" % format_slurm_minutes(walltime_minutes),
+                              "burst jobs may run at most %s" % format_slurm_minutes(self.max_walltime_minutes))
+
+    def max_jobs(self, cores_per_job):
+        limits = [self.max_jobs_per_user]
+        if self.max_cores_per_user:
+            limits.append(self.max_cores_per_user // cores_per_job)
+        limits = [n for n in limits if n]
+        return min(limits) if limits else math.inf
+
+    def check_jobs(self, jobs, cores_per_job, processes):
+        if jobs > self.max_jobs(cores_per_job):
+            most = self.max_jobs(cores_per_job)
+            raise self.refuse(
+                "%d workers (%d jobs of %d cores) is too many" % (jobs * processes, jobs, cores_per_job),
+                "at most %d burst cores and %s jobs per user, so at most %d workers of this size"
+                % (self.max_cores_per_user or 0, self.max_jobs_per_user or "unlimited", most * processes))
+
+    def check_directives(self, lines, options, prefix, where):
+        """Refuse directives that would change partition, QOS or account (``options``: flag -> field)."""
+        for line in lines or []:
+            text = str(line).strip()
+            if text.startswith("#"):
+                if not text.startswith(prefix):
+                    continue
+                text = text[len(prefix):]
+            elif where == "job_script_prologue":
+                continue  # a command, not a directive
+            try:
+                tokens = shlex.split(text)
+            except ValueError:
+                tokens = text.split()
+            for token in tokens:
+                field = _refused_option(token, options)
+                if field:
+                    raise PolicyError(
+                        "%s %r would change the %s: burst jobs always run with partition %s, QOS %s and "
+                        "account %s (the site's burst policy). Remove it; ask %s for other resources."
+                        % (where, str(line), field, self.partition, self.qos, self.account, self.contact))
+
+
+def _refused_option(token, options):
+    """The policy field a command-line token sets, or None. Handles -pX, --opt=X and long-option prefixes."""
+    if token.startswith("--"):
+        name = token.split("=", 1)[0]
+        for option, field in options.items():
+            if option.startswith("--") and len(name) >= 4 and option.startswith(name):
+                return field
+    elif token.startswith("-") and len(token) >= 2:
+        for option, field in options.items():
+            if not option.startswith("--") and token[:2] == option:
+                return field
+    return None
+
+
+def lifetime_args(walltime_minutes, grace_time):
+    """``--lifetime`` and ``--lifetime-stagger`` so workers retire (handing off data) before walltime.
+
+    Returns (args, margin_seconds): the margin is also when SLURM's ``--signal`` fires as a safety net.
+    """
+    walltime = walltime_minutes * 60
+    margin = int(min(max(walltime * 0.05, grace_time + 60), 600))
+    stagger = int(min(walltime * 0.05, 300))
+    lifetime = max(int(walltime - margin - stagger), 60)
+    return ["--lifetime", "%ds" % lifetime, "--lifetime-stagger", "%ds" % stagger], margin
+
+
+class BurstJobMixin:
+    """Scheduler-neutral part of a burst job: an exec'd ``daskhpc.worker`` and policy-safe submission."""
+
+    batch_cls = None
+
+    def _burst_init(self):
+        # exec: the worker becomes the job's main process, so the batch system's signals reach it.
+        if not self._command_template.startswith("exec "):
+            self._command_template = "exec " + self._command_template
+        self.batch_state = None
+        self.last_phase = None
+        self.ever_ran = False
+        self.retiring = False
+        self.missing_polls = 0
+        self.submitted_at = None
+
+    async def _submit_job(self, script_filename):
+        self.submitted_at = time()
+        return await self._call(shlex.split(self.submit_command) + [script_filename],
+                                env=self.batch_cls().submit_environment())
+
+
+class BurstSLURMJob(BurstJobMixin, SLURMJob):
+    batch_cls = SlurmBatch
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._burst_init()
+
+
+class BurstClusterBase:
+    """Policy, job-state sync, progress, TLS and discovery; mixed into a dask-jobqueue cluster class."""
+
+    batch_cls = None
+    directive_prefix = None
+    # flag -> policy field it would change; subclasses list their scheduler's flags.
+    policy_options = {}
+
+    def __init__(self, workers=0, *, cores=None, memory=None, processes=None, walltime=None,
+                 job_extra_directives=None, job_script_prologue=None, job_directives_skip=None,
+                 worker_extra_args=None, security=None, scheduler_options=None, progress=None,
+                 config=None, **kwargs):
+        cfg = site.require_site(config if config is not None else site.site_config())
+        self.site_config = cfg
+        self.policy = policy = BurstPolicy(cfg)
+        self._refuse_policy_kwargs(kwargs)
+
+        processes = int(processes or cfg.get("workers-per-job") or 1)
+        if cores is None:
+            cores = processes * int(cfg.get("worker-cores") or 1)
+        processes = min(processes, int(cores))
+        if memory is None:
+            memory = format_bytes(processes * parse_bytes(cfg.get("worker-memory") or "2GiB")).replace(" ", "")
+        walltime_minutes = parse_duration_minutes(walltime or cfg.get("walltime") or cfg.get("max-walltime"))
+        policy.check_job(int(cores), parse_bytes(memory), walltime_minutes, processes)
+        for where, lines in (("job_extra_directives", job_extra_directives),
+                             ("job_script_prologue", job_script_prologue)):
+            policy.check_directives(lines, self.policy_options, self.directive_prefix, where)
+
+        lifetime, margin = lifetime_args(walltime_minutes, policy.grace_time)
+        worker_args = ["--grace-time", str(policy.grace_time)] + lifetime + list(worker_extra_args or [])
+        if processes > 1:
+            worker_args = ["--nworkers", str(processes)] + worker_args
+        job_kwargs = self.policy_job_kwargs(walltime_minutes=walltime_minutes, signal_margin=margin,
+                                            job_extra_directives=list(job_extra_directives or []))
+        self._check_skips(job_directives_skip, job_kwargs)
+
+        self.batch = self.batch_cls()
+        show = cfg.get("progress", True) if progress is None else progress
+        self.progress = Progress(enabled=bool(show))
+        self.requeues = 0
+        self.replaced = 0
+        self._quick_failures = 0
+        self._sync_callback = None
+        self._discovery_path = None
+
+        scheduler_options = dict(scheduler_options or {})
+        # Dask's own Prometheus /metrics lives on the dashboard's HTTP server.
+        scheduler_options.setdefault("dashboard_address", cfg.get("dashboard-address") or ":0")
+        scheduler_options.setdefault("dashboard", True)
+
+        python = cfg.get("python")
+        kwargs.setdefault("interface", cfg.get("interface"))
+        kwargs.setdefault("log_directory", cfg.get("log-directory"))
+        super().__init__(
+            cores=int(cores), memory=memory, processes=processes,
+            worker_command="daskhpc.worker", worker_extra_args=worker_args,
+            job_script_prologue=list(job_script_prologue or []),
+            job_directives_skip=list(job_directives_skip or []),
+            security=self._burst_security(cfg, security),
+            scheduler_options=scheduler_options,
+            **({"python": python} if python else {}),
+            **job_kwargs, **kwargs)
+        if workers:
+            self.scale(workers)
+
+    # --- hooks for the scheduler-specific subclass ---------------------------------------------
+
+    def policy_job_kwargs(self, walltime_minutes, signal_margin, job_extra_directives):
+        """Job keyword arguments that put the job on the burst partition/QOS/account (scheduler-specific)."""
+        raise NotImplementedError
+
+    def policy_directive_lines(self, job_kwargs):
+        """Header lines the policy depends on; ``job_directives_skip`` may not remove them."""
+        return []
+
+    # --- policy ----------------------------------------------------------------------------
+
+    def _refuse_policy_kwargs(self, kwargs):
+        fixed = {"queue": self.policy.partition, "account": self.policy.account, "qos": self.policy.qos,
+                 "project": self.policy.account}
+        for key, value in fixed.items():
+            if key in kwargs:
+                given = kwargs.pop(key)
+                if given not in (None, value):
+                    raise PolicyError(
+                        "%s=%r: burst jobs always run with partition %s, QOS %s and account %s "
+                        "(the site's burst policy). Remove it; ask %s for other resources."
+                        % (key, given, self.policy.partition, self.policy.qos, self.policy.account,
+                           self.policy.contact))
+
+    def _check_skips(self, skips, job_kwargs):
+        for line in self.policy_directive_lines(job_kwargs):
+            for skip in skips or []:
+                if skip and skip in line:
+                    raise PolicyError("job_directives_skip %r would drop %r, which the burst policy needs"
+                                      % (skip, line))
+
+    def _policy_max_workers(self):
+        job = self._dummy_job
+        return self.policy.max_jobs(job.worker_cores) * job.worker_processes
+
+    def scale(self, n=None, jobs=0, memory=None, cores=None):
+        job = self._dummy_job
+        wanted = jobs or 0
+        if n is not None:
+            wanted = max(wanted, math.ceil(n / job.worker_processes))
+        if cores is not None:
+            wanted = max(wanted, math.ceil(cores / job.worker_cores))
+        if memory is not None:
+            wanted = max(wanted, math.ceil(parse_bytes(memory) / job.worker_memory))
+        self.policy.check_jobs(wanted, job.worker_cores, job.worker_processes)
+        return super().scale(n=n, jobs=jobs, memory=memory, cores=cores)
+
+    def adapt(self, *args, minimum_jobs=None, maximum_jobs=None, **kwargs):
+        job = self._dummy_job
+        most = self._policy_max_workers()
+        if maximum_jobs is not None:
+            kwargs["maximum"] = maximum_jobs * job.worker_processes
+        maximum = kwargs.get("maximum", args[1] if len(args) > 1 else None)
+        if maximum is None or maximum == math.inf:
+            kwargs["maximum"] = most
+        elif maximum > most:
+            self.policy.check_jobs(math.ceil(maximum / job.worker_processes), job.worker_cores,
+                                   job.worker_processes)
+        if minimum_jobs is not None:
+            kwargs["minimum"] = minimum_jobs * job.worker_processes
+        return super().adapt(*args, **kwargs)
+
+    # --- TLS -------------------------------------------------------------------------------
+
+    def _burst_security(self, cfg, security):
+        if security is not None:
+            return security or None
+        mode = site.tls_mode(cfg)
+        paths = site.tls_paths(cfg)
+        try:
+            from daskhpc.security import cluster_security
+        except ImportError:
+            if mode == "required":
+                warnings.warn("the site requires TLS but daskhpc.security is not installed here; "
+                              "this cluster runs without TLS. Ask %s to update daskhpc." % site.contact(cfg),
+                              stacklevel=3)
+            return None
+        import os
+
+        have = all(paths.get(key) and os.path.exists(paths[key]) for key in ("cert", "key"))
+        if not have:
+            if mode == "required":
+                raise site.NotConfigured(
+                    "the site requires TLS, but your credential is missing (%s, %s). Fix: run `daskhpc doctor`; "
+                    "credentials are issued to data-science users by the site's PKI - ask %s."
+                    % (paths.get("cert"), paths.get("key"), site.contact(cfg)))
+            return None
+        return cluster_security()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def _start(self):
+        await super()._start()
+        interval = parse_timedelta(self.site_config.get("poll-interval") or "3s") * 1000
+        self._sync_callback = PeriodicCallback(self._sync_jobs, interval)
+        self._sync_callback.start()
+        self._discovery_path = _discovery("register", self)
+
+    async def _close(self):
+        if self._sync_callback is not None:
+            self._sync_callback.stop()
+        _discovery("unregister", self)
+        await super()._close()
+
+    def _update_worker_status(self, op, msg):
+        # SpecCluster cancels a job once its worker has been gone for a while. A requeued job's worker is
+        # gone too, and cancelling would lose the requeue: the batch-state sync owns the jobs' lifecycle.
+        Cluster._update_worker_status(self, op, msg)
+
+    # --- job-state sync (dask-jobqueue #643, #691, #11) -------------------------------------
+
+    def _job_worker_names(self, name):
+        spec = self.worker_spec.get(name) or {}
+        return [str(name) + suffix for suffix in spec.get("group", [])] or [name]
+
+    async def _sync_jobs(self):
+        if self.status != Status.running:
+            return
+        jobs = {name: job for name, job in list(self.workers.items()) if getattr(job, "job_id", None)}
+        try:
+            states = await self.batch.query([job.job_id for job in jobs.values()])
+        except BatchError as exc:
+            self.progress.update("%s; the batch system is not answering: %s" % (self._worker_count(), exc))
+            return
+        except Exception:  # never let the periodic callback die
+            logger.exception("job-state sync failed")
+            return
+        to_replace, to_retire = self.classify(jobs, states)
+        for name in to_retire:
+            self.workers[name].retiring = True
+            asyncio.ensure_future(self._retire(name))
+        if to_replace:
+            self._replace(to_replace)
+        self._update_progress()
+
+    def classify(self, jobs, states):
+        """Decide from the batch system's view which jobs to replace and whose workers to retire now."""
+        to_replace, to_retire = [], []
+        for name, job in jobs.items():
+            state = states.get(str(job.job_id))
+            job.batch_state = state
+            if state is None:
+                # Not yet visible right after submission; gone from squeue and sacct after that.
+                job.missing_polls += 1
+                if job.missing_polls >= 5:
+                    to_replace.append(name)
+                continue
+            job.missing_polls = 0
+            if state.phase == RUNNING:
+                job.ever_ran = True
+            if job.last_phase == RUNNING and state.phase == PENDING:
+                self.requeues += 1  # preempted and requeued: it restarts by itself when nodes are free
+                job.retiring = False
+                logger.info("job %s was requeued (%s)", job.job_id, state.reason or state.state)
+            job.last_phase = state.phase
+            if state.phase in (ENDED, STUCK):
+                to_replace.append(name)
+            elif state.preempting and not job.retiring:
+                to_retire.append(name)
+        return to_replace, to_retire
+
+    async def _retire(self, name):
+        """Hand off the data of a job being preempted while its GraceTime runs."""
+        names = self._job_worker_names(name)
+        logger.info("job of %s is being preempted: retiring its workers gracefully", names)
+        try:
+            await self.scheduler_comm.retire_workers(names=names, close_workers=True, remove=True)
+        except Exception as exc:
+            logger.warning("could not retire %s: %s", names, exc)
+
+    def _replace(self, names):
+        """Forget ended jobs and submit fresh ones, so the requested size holds."""
+        for name in names:
+            job = self.workers.pop(name, None)
+            state = getattr(job, "batch_state", None)
+            if state is not None and state.phase == STUCK:
+                self._futures.add(asyncio.ensure_future(job.close()))  # held by the system: cancel it
+            if job is not None and not job.ever_ran and state is not None and state.state.startswith("FAILED"):
+                self._quick_failures += 1
+            elif job is not None and job.ever_ran:
+                self._quick_failures = 0
+            if name not in self.worker_spec:
+                continue  # scaled down meanwhile: nothing to restore
+            logger.info("job %s of %s ended (%s): submitting a replacement", getattr(job, "job_id", "?"), name,
+                        state.state if state else "gone")
+            if self._quick_failures >= MAX_QUICK_FAILURES:
+                del self.worker_spec[name]
+                self.progress.update(
+                    "%d jobs in a row failed before a worker started; not resubmitting. Look at the job logs "
+                    "(log_directory=%s) and run `daskhpc doctor`." % (self._quick_failures,
+                                                                      self._dummy_job.log_directory))
+                continue
+            del self.worker_spec[name]
+            self.worker_spec.update(self.new_worker_spec())
+            self.replaced += 1
+        self.loop.add_callback(self._correct_state)
+
+    # --- progress -------------------------------------------------------------------------
+
+    def _connected_workers(self):
+        try:
+            return len(self.scheduler_info["workers"])
+        except (AttributeError, KeyError, TypeError):
+            return 0
+
+    def _worker_count(self):
+        return "%d/%d workers" % (self._connected_workers(), len(self.plan))
+
+    def _update_progress(self):
+        states = [getattr(job, "batch_state", None) for job in self.workers.values()]
+        states += [None] * len(set(self.worker_spec) - set(self.workers))
+        self.progress.update(summarize(self._connected_workers(), len(self.plan), states))
+
+    def status_text(self):
+        """The current progress line, e.g. "8/16 workers, 8 jobs pending: Resources"."""
+        return self.progress.text
+
+    def _repr_html_(self, cluster_status=None):
+        return super()._repr_html_(cluster_status=self.progress.html() + (cluster_status or ""))
+
+
+def _discovery(action, cluster):
+    """Register with the observability helper's discovery (optional: absent or failing only warns)."""
+    try:
+        discovery = importlib.import_module("daskhpc.discovery")
+    except ImportError:
+        logger.debug("daskhpc.discovery is not installed: Prometheus will not find this scheduler")
+        return None
+    try:
+        return getattr(discovery, action)(cluster)
+    except Exception as exc:
+        warnings.warn("Prometheus discovery %s failed: %s" % (action, exc), stacklevel=2)
+        return None
+
+
+class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
+    """BurstCluster on SLURM: partition, QOS and account fixed, requeueable jobs, ``--signal`` before the end."""
+
+    job_cls = BurstSLURMJob
+    batch_cls = SlurmBatch
+    directive_prefix = "#SBATCH"
+    policy_options = {
+        "-p": "partition", "--partition": "partition",
+        "-q": "QOS", "--qos": "QOS",
+        "-A": "account", "--account": "account",
+        "-M": "cluster", "--clusters": "cluster",
+        "--reservation": "reservation",
+    }
+
+    def policy_job_kwargs(self, walltime_minutes, signal_margin, job_extra_directives):
+        policy = self.policy
+        return {
+            "queue": policy.partition,
+            "account": policy.account,
+            "walltime": format_slurm_minutes(walltime_minutes),
+            "job_extra_directives": [
+                "--qos=%s" % policy.qos,
+                # Preemption requeues the job (PreemptMode=REQUEUE needs requeueable jobs).
+                "--requeue",
+                # SIGTERM to the worker (B: the batch step, which the worker exec'd into) before walltime;
+                # with PreemptParameters=send_user_signal also at the start of preemption's GraceTime.
+                "--signal=B:TERM@%d" % signal_margin,
+            ] + job_extra_directives,
+        }
+
+    def policy_directive_lines(self, job_kwargs):
+        return ["#SBATCH -p %s" % job_kwargs["queue"], "#SBATCH -A %s" % job_kwargs["account"]]
+
+
+# Cluster classes by the site's scheduler; the PBS module registers its class here.
+SCHEDULER_CLASSES = {"slurm": "daskhpc.cluster:SlurmBurstCluster", "pbs": "daskhpc.pbs_cluster:PBSBurstCluster"}
+
+
+def cluster_class(scheduler=None):
+    scheduler = scheduler or site.get("scheduler") or "slurm"
+    target = SCHEDULER_CLASSES.get(scheduler)
+    if target is None:
+        raise site.NotConfigured("daskhpc.scheduler=%r is not supported (use one of: %s)"
+                                 % (scheduler, ", ".join(SCHEDULER_CLASSES)))
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class BurstCluster(SlurmBurstCluster):
+    """A Dask cluster on the site's burst partition. ``BurstCluster(workers=16)``; see docs/data-scientists.md.
+
+    On a PBS site (``daskhpc.scheduler: pbs``) this returns the PBS class's cluster instead.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is BurstCluster:
+            scheduler = (kwargs.get("config") or {}).get("scheduler") or site.get("scheduler") or "slurm"
+            if scheduler != "slurm":
+                return cluster_class(scheduler)(*args, **kwargs)
+        return super().__new__(cls)
