@@ -367,6 +367,25 @@ def find_users(conn, user_base, uids, attributes=("uid",)):
     return users
 
 
+def member_records(conn, user_base, members, attributes):
+    """One dict per member of *members* (``{group: [uid]}``): uid, groups, and the user's *attributes*."""
+    in_groups = {}
+    for group, uids in members.items():
+        for uid in uids:
+            in_groups.setdefault(uid, []).append(group)
+    users = find_users(conn, user_base, in_groups, attributes)
+    records = []
+    for uid in sorted(in_groups):
+        record = {"uid": uid, "groups": sorted(in_groups[uid])}
+        if uid in users:
+            for name in attributes:
+                record[name] = values_of(users[uid], name)
+        else:
+            record["missing_entry"] = True
+        records.append(record)
+    return records
+
+
 def whoami(conn):
     try:
         return conn.extend.standard.who_am_i() or ""

@@ -432,13 +432,27 @@ def _check_services(chk, sections, model):
         sections["accounting"]["host"] = "localhost"
 
 
+def _plain(value):
+    """A deep copy made of plain dicts, lists and scalars (Ansible hands filters lazy, tagged types)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
 def validate(site):
     """Return the normalised, derived model, or raise SiteModelError listing every problem."""
     chk = _Checker()
     if not isinstance(site, dict):
         raise SiteModelError(["daskhpc_site: is not a mapping. Fix: define daskhpc_site in group_vars "
                               "(see inventories/example-site)"])
-    model = copy.deepcopy(site)
+    model = _plain(site)
     chk.unknown_keys("daskhpc_site", model, TOP_LEVEL_KEYS)
     chk.name("name", model.get("name"))
     if model.get("scheduler") not in SCHEDULERS:

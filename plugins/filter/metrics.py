@@ -1,0 +1,110 @@
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that derive the exporter's and Prometheus's configuration from the site model.
+
+Every filter validates the model first (site_model.validate), so a bad model fails here with
+the field and its fix, before any file is written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+
+DOCUMENTATION_URL = "docs/observability.md"
+
+
+def _model(site):
+    try:
+        return site_model.validate(site)
+    except site_model.SiteModelError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def metrics_exporter_config(site, ledger_path=None, listen_address="0.0.0.0", min_interval_seconds=10,
+                            slow_interval_seconds=60, slurm_bin_dir=""):
+    """The exporter's YAML configuration (see daskhpc/exporter/__init__.py)."""
+    model = _model(site)
+    return {
+        "site": model["name"],
+        "scheduler": model["scheduler"],
+        "listen_address": listen_address,
+        "listen_port": model["metrics"]["exporter_port"],
+        "min_interval_seconds": int(min_interval_seconds),
+        "slow_interval_seconds": int(slow_interval_seconds),
+        "burst_partitions": model["burst_partitions"],
+        "production_partitions": model["production_partitions"],
+        "burst_max_share_ratio": model["burst"]["max_share_percent"] / 100.0,
+        "burst_max_cores": model["burst"]["max_cores"],
+        "ledger_path": ledger_path or os.path.join(model["ca"]["dir"], "ledger.jsonl"),
+        "slurm_bin_dir": slurm_bin_dir,
+    }
+
+
+def metrics_prometheus_config(site, exporter_hosts, rule_files, alertmanagers=None, prometheus_host="localhost"):
+    """prometheus.yml as a mapping: the exporter, Prometheus itself, and file_sd for Dask schedulers."""
+    model = _model(site)
+    metrics = model["metrics"]
+    if not exporter_hosts:
+        raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the SLURM controller "
+                                 "(where the slurm_exporter role runs) in the inventory group slurm_controller")
+    config = {
+        "global": {
+            "scrape_interval": metrics["scrape_interval"],
+            "evaluation_interval": metrics["scrape_interval"],
+            "external_labels": {"site": model["name"]},
+        },
+        "rule_files": list(rule_files),
+        "scrape_configs": [
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": ["%s:%d" % (prometheus_host, metrics["prometheus_port"])]}],
+            },
+            {
+                "job_name": "daskhpc_exporter",
+                "static_configs": [{
+                    "targets": ["%s:%d" % (host, metrics["exporter_port"]) for host in exporter_hosts],
+                    "labels": {"site": model["name"], "scheduler": model["scheduler"]},
+                }],
+            },
+            {
+                # One file per live Dask scheduler, written by daskhpc.discovery; Dask serves
+                # its own /metrics on the dashboard port.
+                "job_name": "dask",
+                "file_sd_configs": [{"files": [os.path.join(metrics["dask_targets_dir"], "*.json")]}],
+            },
+        ],
+    }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
+    return config
+
+
+def _seconds(duration):
+    unit = {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+    return int(duration[:-1]) * unit
+
+
+def metrics_rule_vars(site):
+    """Model-derived thresholds used by the alert rule template."""
+    model = _model(site)
+    grace = int(model["burst"]["grace_time"])
+    scrape = _seconds(str(model["metrics"]["scrape_interval"]))
+    return {
+        "site": model["name"],
+        # preemption takes up to GraceTime; allow two scrapes and a minute of scheduling on top
+        "pending_behind_burst_for": "%ds" % (grace + 2 * scrape + 60),
+        "renew_before_seconds": int(model["ca"]["renew_before_days"]) * 86400,
+        "burst_max_cores": model["burst"]["max_cores"],
+    }
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "metrics_exporter_config": metrics_exporter_config,
+            "metrics_prometheus_config": metrics_prometheus_config,
+            "metrics_rule_vars": metrics_rule_vars,
+        }

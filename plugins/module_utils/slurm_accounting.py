@@ -1,0 +1,123 @@
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Declarative QOS, account and cluster records in SLURM accounting (logic behind the modules)."""
+
+from __future__ import annotations
+
+from .sacctmgr import Sacctmgr, diff_settings, norm_duration, norm_int, norm_folded, norm_list, norm_text, norm_tres, state_view
+
+# option name -> (sacctmgr set key, sacctmgr format field, normaliser)
+QOS_FIELDS = {
+    "description": ("Description", "description", norm_text),
+    "priority": ("Priority", "priority", norm_int),
+    "max_tres_per_user": ("MaxTRESPerUser", "maxtrespu", norm_tres),
+    "max_jobs_per_user": ("MaxJobsPerUser", "maxjobspu", norm_int),
+    "max_submit_jobs_per_user": ("MaxSubmitJobsPerUser", "maxsubmitpu", norm_int),
+    "grp_tres": ("GrpTRES", "grptres", norm_tres),
+    "max_wall": ("MaxWall", "maxwall", norm_duration),
+    "flags": ("Flags", "flags", norm_list),
+}
+
+ACCOUNT_FIELDS = {
+    "description": ("Description", "descr", norm_folded),
+    "organization": ("Organization", "org", norm_folded),
+}
+
+# Association-level settings of the account itself (the row with no user).
+ACCOUNT_ASSOC_FIELDS = {
+    "parent": ("Parent", "parentname", norm_text),
+    "qos": ("QOS", "qos", norm_list),
+    "default_qos": ("DefaultQOS", "defaultqos", norm_text),
+}
+
+
+class Recorder:
+    """Runs sacctmgr through the module, or only records the commands in check mode."""
+
+    def __init__(self, module):
+        self.module = module
+        self.commands = []
+
+    def __call__(self, argv):
+        changing = "--immediate" in argv
+        if changing:
+            self.commands.append(argv)
+            if self.module.check_mode:
+                return 0, "", ""
+        return self.module.run_command(argv)
+
+
+def _manager(module):
+    recorder = Recorder(module)
+    return Sacctmgr(run=recorder, binary=module.params["sacctmgr_path"]), recorder
+
+
+def ensure(module, entity, fields, key_field="name"):
+    """Make one named record match the module's options; return changed/diff/commands/state."""
+    params = module.params
+    name = params["name"]
+    mgr, recorder = _manager(module)
+    format_fields = [key_field] + [f[1] for f in fields.values()]
+    rows = [r for r in mgr.show(entity, format_fields, where={"name": name}) if r[key_field] == name]
+    current = rows[0] if rows else None
+    wanted = {option: params.get(option) for option in fields}
+    before = dict(state_view(fields, current), name=name)
+    if params["state"] == "absent":
+        if current:
+            mgr.delete(entity, {"name": name})
+        return _result(recorder, before if current else {}, {}, {})
+    if current is None:
+        settings = diff_settings(fields, None, wanted)
+        mgr.add(entity, name, settings)
+    else:
+        settings = diff_settings(fields, current, wanted)
+        if settings:
+            mgr.modify(entity, {"name": name}, settings)
+    after = dict(before)
+    after.update({opt: wanted[opt] for opt in fields if wanted[opt] is not None})
+    return _result(recorder, before if current else {}, after, after)
+
+
+def ensure_account(module):
+    """An account, plus the association-level settings (parent, QOS list, default QOS) on its cluster."""
+    params = module.params
+    name = params["name"]
+    mgr, recorder = _manager(module)
+    rows = [r for r in mgr.show("account", ["account", "descr", "org"], where={"name": name}) if r["account"] == name]
+    current = rows[0] if rows else None
+    where = {"account": name}
+    if params.get("cluster"):
+        where["cluster"] = params["cluster"]
+    assoc_fields = ["account", "user", "parentname", "qos", "defaultqos"]
+    assoc = next((r for r in mgr.show("association", assoc_fields, where=where) if not r["user"]), None)
+    before = dict(state_view(ACCOUNT_FIELDS, current), **state_view(ACCOUNT_ASSOC_FIELDS, assoc)) if current else {}
+    wanted = {option: params.get(option) for option in list(ACCOUNT_FIELDS) + list(ACCOUNT_ASSOC_FIELDS)}
+    if params["state"] == "absent":
+        if current:
+            mgr.delete("account", {"name": name})
+        return _result(recorder, before, {}, {})
+    if current is None:
+        settings = diff_settings(ACCOUNT_FIELDS, None, wanted)
+        settings.update(diff_settings(ACCOUNT_ASSOC_FIELDS, None, wanted))
+        if params.get("cluster"):
+            settings["Cluster"] = params["cluster"]
+        mgr.add("account", name, settings)
+    else:
+        settings = diff_settings(ACCOUNT_FIELDS, current, wanted)
+        settings.update(diff_settings(ACCOUNT_ASSOC_FIELDS, assoc, wanted))
+        if settings:
+            mgr.modify("account", {"name": name} if not params.get("cluster") else
+                       {"name": name, "cluster": params["cluster"]}, settings)
+    after = dict(before)
+    after.update({opt: val for opt, val in wanted.items() if val is not None})
+    return _result(recorder, before, after, after)
+
+
+def _result(recorder, before, after, state):
+    changed = bool(recorder.commands)
+    return {
+        "changed": changed,
+        "commands": recorder.commands,
+        "diff": {"before": before, "after": after},
+        "state": state,
+    }

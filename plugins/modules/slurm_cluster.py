@@ -1,0 +1,78 @@
+#!/usr/bin/python
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: slurm_cluster
+short_description: Register a cluster in SLURM accounting
+version_added: 0.1.0
+description:
+  - Adds or removes a cluster record in slurmdbd through C(sacctmgr), reading state with
+    C(--parsable2 --noheader) only.
+options:
+  name:
+    description: Cluster name (C(ClusterName) in slurm.conf).
+    type: str
+    required: true
+  state:
+    description: Whether the cluster should be registered.
+    type: str
+    choices: [present, absent]
+    default: present
+  sacctmgr_path:
+    description: Path to sacctmgr.
+    type: str
+    default: sacctmgr
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change without changing anything.
+  diff_mode:
+    support: full
+    description: Shows whether the cluster was registered before and after.
+author:
+  - onprem.daskhpc contributors
+"""
+
+EXAMPLES = r"""
+- name: Register the cluster
+  onprem.daskhpc.slurm_cluster:
+    name: lab
+"""
+
+RETURN = r"""
+commands:
+  description: The sacctmgr commands run (or that would run in check mode).
+  returned: always
+  type: list
+  elements: list
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import SacctmgrError
+from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import ensure
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result = ensure(module, "cluster", {}, key_field="cluster")
+    except SacctmgrError as exc:
+        module.fail_json(msg="Could not register cluster %s: %s. Is slurmdbd running and reachable?"
+                         % (module.params["name"], exc))
+    result.pop("state")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
