@@ -186,7 +186,7 @@ def gather(args):
     if args.directory:
         inputs["directory"] = _read(args.directory, True)
     elif "directory" not in inputs:
-        inputs["directory"] = _directory(model, inputs.get("scheduler")) if live else unavailable(
+        inputs["directory"] = _directory(model, inputs.get("scheduler"), args) if live else unavailable(
             "--no-live and no --directory")
     if args.drift:
         inputs["drift"] = _read(args.drift, True)
@@ -205,14 +205,26 @@ def gather(args):
     return inputs
 
 
-def _directory(model, scheduler):
-    """Members of every group the model names, and whether each relevant user exists (getent)."""
+def _directory(model, scheduler, args):
+    """Members of every group the model names, and whether each relevant user exists.
+
+    Through LDAP when --ldap-password-file is given, else through the name service (getent).
+    """
     groups = sorted({g for p in model.get("partitions") or [] for g in p.get("allow_groups") or []})
     users = set()
     assoc = (scheduler or {}).get("sacctmgr_assoc") if isinstance(scheduler, dict) else None
     if isinstance(assoc, str):
         from daskhpc.audit.parse import assoc_rows
         users.update(a["User"] for a in assoc_rows(assoc) if a["User"])
+    if args.ldap_password_file:
+        from daskhpc.audit.directory import directory_from_ldap
+        from daskhpc.model.site_model import SiteModelError, validate
+        try:
+            with open(args.ldap_password_file, encoding="utf-8") as handle:
+                password = handle.read().strip()
+            return directory_from_ldap(validate(model), groups, users, password, args.ldap_ca)
+        except (OSError, SiteModelError) as exc:
+            return unavailable("LDAP directory: %s" % exc)
     first = probe.directory_facts(groups, [])
     for members in first["groups"].values():
         users.update(members or [])
@@ -230,6 +242,9 @@ def parser():
     p.add_argument("--host-facts", help="JSON {host: facts} from daskhpc/audit/probe.py host")
     p.add_argument("--scheduler-facts", help="JSON from daskhpc/audit/probe.py scheduler")
     p.add_argument("--directory", help="JSON from daskhpc/audit/probe.py directory")
+    p.add_argument("--ldap-password-file", help="read the directory over LDAP, binding as ldap.bind_dn with "
+                   "the password in this file (default: the name service, getent)")
+    p.add_argument("--ldap-ca", default="/etc/daskhpc/tls/ca.pem", help="CA bundle that verifies the LDAP server")
     p.add_argument("--ledger", help="the CA's ledger.jsonl (default: <ca.dir>/ledger.jsonl)")
     p.add_argument("--drift", help="JSON output of a check-mode run with the onprem.daskhpc.drift_json callback")
     p.add_argument("--check-playbook", help="run this playbook with --check --diff to measure drift")

@@ -171,7 +171,7 @@ def file_certificates(host, files, ledger_entries, as_of):
     return rows, problems
 
 
-def _row(cid, source, host, path, serial, subject, sans, key_type, key_bits, sig_hash, not_before, not_after,
+def _row(*, cid, source, host, path, serial, subject, sans, key_type, key_bits, sig_hash, not_before, not_after,
          revoked_at, revocation_reason, profile, requested_by, issued_at, is_ca, in_ledger, as_of):
     days_left = int((not_after - as_of).total_seconds() // 86400) if not_after else None
     return {

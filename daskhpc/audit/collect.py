@@ -239,6 +239,10 @@ def access_section(model, assoc_text, directory, sources, admins=ADMIN_USERS):
     for part in sorted((model or {}).get("partitions", []), key=lambda p: p["name"]):
         allowed = sorted(part.get("allow_groups") or [])
         holders = {a["user"] for a in assocs if _grants(a, part, burst_qos)}
+        # Only an association aimed at this partition (or carrying the burst QOS) is a grant beyond policy;
+        # a cluster-wide one is how production access normally works and AllowGroups still applies.
+        explicit = {a["user"] for a in assocs if _grants(a, part, burst_qos)
+                    and (a["partition"] == part["name"] or part.get("class") == "burst")}
         via = defaultdict(list)
         for group in allowed:
             for user in members_of.get(group) or []:
@@ -254,7 +258,7 @@ def access_section(model, assoc_text, directory, sources, admins=ADMIN_USERS):
             if in_dir is False and user in holders:
                 mismatches.append(_mismatch(part, user, "association of a user not in the directory",
                                             "the user holds an association but the directory no longer knows them"))
-            elif allowed and user in holders and not via.get(user):
+            elif allowed and user in explicit and not via.get(user):
                 mismatches.append(_mismatch(part, user, "association without group membership",
                                             "association grants the partition but the user is in none of: %s"
                                             % ", ".join(allowed)))

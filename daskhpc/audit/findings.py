@@ -16,7 +16,7 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 MAX_LISTED = 20
 
 
-def _finding(rule, severity, subject, title, detail, fix, section):
+def _finding(rule, severity, subject, title, detail, fix, section):  # noqa: PLR0917 (the schema's fields, in order)
     return {"id": "%s:%s" % (rule, subject), "rule": rule, "severity": severity, "subject": subject,
             "title": title, "detail": detail, "fix": fix, "section": section}
 
@@ -181,7 +181,8 @@ def certificate_rules(report):
         key = (c["subject"], c["profile"])
         if key not in latest or c["not_after"] > latest[key]["not_after"]:
             latest[key] = c
-    judged = [c for c in certs if c["source"] == "file"] + list(latest.values())
+    deployed = {c["serial"] for c in certs if c["source"] == "file"}
+    judged = [c for c in certs if c["source"] == "file"] + [c for c in latest.values() if c["serial"] not in deployed]
     for c in sorted(judged, key=lambda c: c["id"]):
         where = c["path"] and "%s:%s" % (c["host"], c["path"]) or "ledger serial %s" % c["serial"]
         if c["status"] == "expired":
