@@ -79,9 +79,17 @@ def worker_kwargs(args, name):
         pairs = (item.split("=") for item in args.resources.replace(",", " ").split())
         kwargs["resources"] = {key: float(value) for key, value in pairs}
     if args.tls_cert or args.tls_ca_file:
-        kwargs["security"] = Security(tls_ca_file=args.tls_ca_file, tls_worker_cert=args.tls_cert,
-                                      tls_worker_key=args.tls_key, require_encryption=True)
+        kwargs["security"] = worker_security(args.tls_ca_file, args.tls_cert, args.tls_key)
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def worker_security(ca_file, cert, key):
+    """The site's identity-bound TLS (only the cluster owner's certificate is accepted), else plain TLS."""
+    try:
+        from daskhpc.security import worker_security as identity_security
+    except ImportError:
+        return Security(tls_ca_file=ca_file, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+    return identity_security(ca_file, cert, key)
 
 
 async def retire(worker, grace_time):
