@@ -24,10 +24,15 @@ def ldap_model(site):
     return _model(site)["ldap"]
 
 
+def ldap_allowed_groups(site, partition_class=None):
+    """Sorted union of the groups allowed on the partitions of *partition_class* (all when None)."""
+    model = _model(site)
+    return sorted({g for p in model["partitions"] if partition_class in (None, p["class"]) for g in p["allow_groups"]})
+
+
 def ldap_burst_groups(site):
     """Sorted union of the groups allowed on every burst partition."""
-    model = _model(site)
-    return sorted({g for p in model["partitions"] if p["class"] == "burst" for g in p["allow_groups"]})
+    return ldap_allowed_groups(site, "burst")
 
 
 def ldap_ssha(password, existing=None):
@@ -50,6 +55,7 @@ class FilterModule:
     def filters(self):
         return {
             "ldap_model": ldap_model,
+            "ldap_allowed_groups": ldap_allowed_groups,
             "ldap_burst_groups": ldap_burst_groups,
             "ldap_ssha": ldap_ssha,
         }

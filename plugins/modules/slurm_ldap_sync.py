@@ -1,0 +1,198 @@
+#!/usr/bin/python
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: slurm_ldap_sync
+short_description: Keep Slurm user associations under an account equal to LDAP group membership
+version_added: 0.1.0
+description:
+  - Reads the members of O(groups) from the directory and the user associations under
+    O(account) from Slurm accounting (C(sacctmgr --parsable2 --noheader)).
+  - Members without an association gain one (with O(qos) as QOS list and default QOS when given);
+    users holding an association who are no longer members lose it. Users in O(exclude_users) are
+    never touched.
+  - Reports who was added and removed; in check mode reports what would change.
+  - Run C(scontrol reconfigure) afterwards when it changed something - slurmctld caches the
+    members of C(AllowGroups) (playbooks/access.yml does).
+extends_documentation_fragment:
+  - onprem.daskhpc.ldap
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  groups:
+    description: LDAP groups whose members should hold an association (usually a partition's C(allow_groups)).
+    type: list
+    elements: str
+    required: true
+  group_base:
+    description: DN under which groups live.
+    type: str
+    required: true
+  group_schema:
+    description: Group object class.
+    type: str
+    choices: [posixGroup, groupOfNames]
+    default: posixGroup
+  user_base:
+    description:
+      - DN under which users live. When given, only members whose user entry exists gain an
+        association; the others are reported in RV(unknown_members).
+    type: str
+  account:
+    description: Slurm account the associations live under (e.g. the burst account). Must exist.
+    type: str
+    required: true
+  cluster:
+    description: Slurm cluster name. All clusters when omitted.
+    type: str
+  qos:
+    description: QOS given to new associations (list and default); existing ones are corrected. Inherited when omitted.
+    type: str
+  default_account:
+    description:
+      - Make O(account) the default account of every member (e.g. the production account, so that
+        jobs without C(--account) never land on the burst account).
+    type: bool
+    default: false
+  exclude_users:
+    description: Users whose association under O(account) is managed by hand.
+    type: list
+    elements: str
+    default: []
+  missing_groups:
+    description: V(error) fails on a group that does not exist in the directory; V(ignore) treats it as empty.
+    type: str
+    choices: [error, ignore]
+    default: error
+  sacctmgr:
+    description: Path of sacctmgr.
+    type: path
+    default: sacctmgr
+author:
+  - onprem.daskhpc contributors
+"""
+
+EXAMPLES = r"""
+- name: Members of the burst partitions' groups may burst, leavers may not
+  onprem.daskhpc.slurm_ldap_sync:
+    server_uri: "{{ daskhpc_site.ldap.uri }}"
+    bind_dn: "{{ daskhpc_site.ldap.bind_dn }}"
+    bind_pw: "{{ daskhpc_ldap_reader_password }}"
+    group_base: "{{ daskhpc_site.ldap.group_base }}"
+    user_base: "{{ daskhpc_site.ldap.user_base }}"
+    groups: "{{ daskhpc_site | onprem.daskhpc.ldap_burst_groups }}"
+    account: "{{ daskhpc_site.burst.account }}"
+    qos: "{{ daskhpc_site.burst.qos }}"
+    cluster: "{{ daskhpc_site.name }}"
+  register: burst_sync
+"""
+
+RETURN = r"""
+added:
+  description: Users who gained an association (or would, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [alice]
+removed:
+  description: Users who lost their association.
+  returned: always
+  type: list
+  elements: str
+  sample: [bob]
+default_set:
+  description: Users whose default account was set to O(account).
+  returned: always
+  type: list
+  elements: str
+qos_fixed:
+  description: Users whose association's QOS was corrected.
+  returned: always
+  type: list
+  elements: str
+members:
+  description: Directory members of O(groups) considered (union).
+  returned: always
+  type: list
+  elements: str
+unknown_members:
+  description: Group members without a user entry under O(user_base); they get no association.
+  returned: always
+  type: list
+  elements: str
+diff:
+  description: Users holding an association before and after.
+  returned: when diff mode is on
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
+from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr, SacctmgrError
+
+
+def main():
+    argument_spec = dict(ldapu.CONNECTION_ARGS)
+    argument_spec.update(
+        groups=dict(type="list", elements="str", required=True),
+        group_base=dict(type="str", required=True),
+        group_schema=dict(type="str", choices=list(ldapu.GROUP_SCHEMAS), default="posixGroup"),
+        user_base=dict(type="str"),
+        account=dict(type="str", required=True),
+        cluster=dict(type="str"),
+        qos=dict(type="str"),
+        default_account=dict(type="bool", default=False),
+        exclude_users=dict(type="list", elements="str", default=[]),
+        missing_groups=dict(type="str", choices=["error", "ignore"], default="error"),
+        sacctmgr=dict(type="path", default="sacctmgr"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not ldapu.HAS_LDAP3:
+        module.fail_json(msg=missing_required_lib("ldap3"), exception=str(ldapu.LDAP3_IMPORT_ERROR))
+    p = module.params
+    sacct = Sacctmgr(run=module.run_command, binary=p["sacctmgr"])
+    try:
+        conn = ldapu.connect_params(p)
+        by_group = ldapu.resolve_groups(conn, p["group_base"], p["groups"], p["group_schema"], p["missing_groups"])
+        members = sorted({u for uids in by_group.values() for u in uids})
+        unknown = []
+        if p["user_base"]:
+            known = ldapu.find_users(conn, p["user_base"], members)
+            unknown = [u for u in members if u not in known]
+            members = [u for u in members if u in known]
+        conn.unbind()
+        if not sync.account_exists(sacct, p["account"], p["cluster"]):
+            module.fail_json(msg="Slurm account %r does not exist%s. Fix: create it first (playbooks/slurm.yml, "
+                                 "onprem.daskhpc.slurm_account)"
+                                 % (p["account"], " on cluster %s" % p["cluster"] if p["cluster"] else ""))
+        current = sync.current_users(sacct, p["account"], p["cluster"])
+        defaults = sync.default_accounts(sacct) if p["default_account"] else None
+        changes = sync.plan(members, current, p["qos"], p["exclude_users"], defaults=defaults, account=p["account"])
+        if not module.check_mode:
+            sync.apply(sacct, changes, p["account"], p["cluster"], p["qos"])
+    except ldapu.LdapError as exc:
+        module.fail_json(msg=str(exc))
+    except (SacctmgrError, sync.SyncError) as exc:
+        module.fail_json(msg=str(exc))
+    before = sorted(current)
+    after = sorted((set(current) - set(changes["remove"])) | set(changes["add"]))
+    module.exit_json(
+        changed=any(changes.values()),
+        added=changes["add"], removed=changes["remove"], qos_fixed=changes["fix_qos"],
+        default_set=changes["set_default"],
+        members=members, unknown_members=unknown, groups=by_group,
+        diff={"before": {"account": p["account"], "users": before},
+              "after": {"account": p["account"], "users": after}},
+    )
+
+
+if __name__ == "__main__":
+    main()
