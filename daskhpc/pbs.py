@@ -1,0 +1,272 @@
+"""OpenPBS for the Dask client and the exporter: read ``qstat -f -F json`` and ``pbsnodes -av -F json``.
+
+The qmgr side (``print server``, ``qstat -Qf -F json``, the attribute tables) lives in the collection's
+``module_utils/pbs.py``, shipped here as :mod:`daskhpc.model.pbs`; its JSON loader is reused so that
+repeated keys (entity limits) are kept.
+
+Formats (OpenPBS src/cmds/qstat.c, src/cmds/pbsnodes.c, src/lib/Libutil/pbs_json.c): both print
+``{"timestamp":N,"pbs_version":"..","pbs_server":"..", "Jobs"|"nodes":{...}}``; a value that parses
+as a number is a JSON number; ``pbsnodes`` leaves zero values out of ``resources_assigned`` and lists a
+node's jobs as an array of job ids (``/slot`` suffixes removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, JobState
+from daskhpc.model.pbs import PbsError, loads_pbs_json, time_seconds
+
+# job_state letters (qstat(1B)): phases the BurstCluster acts on.
+PBS_PHASES = {
+    "Q": PENDING, "W": PENDING, "T": PENDING,
+    "R": RUNNING, "B": RUNNING,
+    "E": ENDING,
+    "S": SUSPENDED, "U": SUSPENDED,
+    "H": STUCK,  # held by the system (e.g. too many failed starts): cancel and replace
+    "F": ENDED, "X": ENDED, "M": ENDED,
+}
+STATE_NAMES = {"Q": "queued", "W": "waiting", "T": "transit", "R": "running", "B": "begun", "E": "exiting",
+               "S": "suspended", "U": "user_suspended", "H": "held", "F": "finished", "X": "expired",
+               "M": "moved"}
+# Exit_status values PBS sets itself (src/include/job.h)
+JOB_EXEC_KILL_WALLTIME = -29
+EXIT_REASONS = {-24: "ncpus (burst) exceeded", -25: "ncpus (sum) exceeded", -26: "vmem exceeded",
+                -27: "mem exceeded", -28: "cput exceeded", JOB_EXEC_KILL_WALLTIME: "walltime exceeded"}
+
+_TIME_FORMAT = "%a %b %d %H:%M:%S %Y"  # ctime(3), as qstat prints stime/mtime/obittime
+
+
+def _time(text):
+    try:
+        return datetime.strptime(str(text).strip(), _TIME_FORMAT)
+    except (TypeError, ValueError):
+        return None
+
+
+def exec_hosts(exec_host):
+    """``cn03/0*2+cn04/1`` -> ``["cn03", "cn04"]`` (order kept, duplicates dropped)."""
+    hosts = []
+    for chunk in (exec_host or "").split("+"):
+        host = chunk.split("/", 1)[0].strip()
+        if host and host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def pending_reason(comment):
+    """The scheduler's comment on a job that is not running, without the 'Not Running: ' prefix."""
+    text = (comment or "").strip()
+    for prefix in ("Not Running: ", "Can Never Run: "):
+        if text.startswith(prefix):
+            return text[len(prefix):].strip()
+    return text
+
+
+@dataclass
+class PbsJob:
+    job_id: str
+    name: str
+    user: str
+    state: str            # job_state letter
+    queue: str
+    comment: str = ""
+    exec_host: str = ""
+    exec_vnode: str = ""
+    hosts: list = field(default_factory=list)
+    ncpus: int = 0
+    run_count: int = 0
+    rerunable: bool = True
+    exit_status: int | None = None
+    hold_types: str = "n"
+    walltime_s: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def phase(self):
+        return PBS_PHASES.get(self.state, PENDING)
+
+    @property
+    def requeued(self):
+        """Queued again after having run: requeued by preemption (preempt_order R), qrerun or a node failure."""
+        return self.state in ("Q", "H", "W") and self.run_count > 0
+
+    @property
+    def reason(self):
+        if self.state in ("Q", "W", "T", "H"):
+            return pending_reason(self.comment)
+        if self.exit_status in EXIT_REASONS:
+            return EXIT_REASONS[self.exit_status]
+        return ""
+
+    @property
+    def hit_walltime(self):
+        return self.exit_status == JOB_EXEC_KILL_WALLTIME
+
+
+def _int(value, default=0):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def parse_qstat_jobs(text):
+    """``qstat -f [-x] -F json`` -> {job id: PbsJob}. Empty output (no jobs) gives {}."""
+    if not text.strip():
+        return {}
+    try:
+        data = loads_pbs_json(text)
+    except PbsError as exc:
+        raise BatchError(str(exc)) from exc
+    jobs = {}
+    for job_id, attrs in (data.get("Jobs") or {}).items():
+        resources = attrs.get("Resource_List") or {}
+        walltime = resources.get("walltime")
+        try:
+            walltime_s = time_seconds(walltime) if walltime is not None else None
+        except ValueError:
+            walltime_s = None
+        exit_status = attrs.get("Exit_status")
+        jobs[job_id] = PbsJob(
+            job_id=job_id,
+            name=str(attrs.get("Job_Name", "")),
+            user=str(attrs.get("Job_Owner", "")).split("@", 1)[0],
+            state=str(attrs.get("job_state", "")),
+            queue=str(attrs.get("queue", "")),
+            comment=str(attrs.get("comment", "")),
+            exec_host=str(attrs.get("exec_host", "")),
+            exec_vnode=str(attrs.get("exec_vnode", "")),
+            hosts=exec_hosts(attrs.get("exec_host")),
+            ncpus=_int(resources.get("ncpus")),
+            run_count=_int(attrs.get("run_count")),
+            rerunable=str(attrs.get("Rerunable", "True")) == "True",
+            exit_status=_int(exit_status, None) if exit_status is not None else None,
+            hold_types=str(attrs.get("Hold_Types", "n")),
+            walltime_s=walltime_s,
+            start=_time(attrs.get("stime")),
+            end=_time(attrs.get("obittime")),
+        )
+    return jobs
+
+
+@dataclass
+class PbsNode:
+    name: str
+    states: list             # e.g. ["free"], ["state-unknown", "down"]
+    ncpus: int
+    ncpus_assigned: int
+    jobs: list
+    comment: str = ""
+    queue: str = ""
+    qlist: list = field(default_factory=list)
+    last_state_change: float | None = None
+
+
+def parse_pbsnodes(text):
+    """``pbsnodes -av -F json`` -> {node: PbsNode}. Zero values absent from resources_assigned read as 0."""
+    try:
+        data = loads_pbs_json(text)
+    except PbsError as exc:
+        raise BatchError(str(exc)) from exc
+    nodes = {}
+    for name, attrs in (data.get("nodes") or {}).items():
+        available = attrs.get("resources_available") or {}
+        assigned = attrs.get("resources_assigned") or {}
+        qlist = available.get("Qlist") or ""
+        change = attrs.get("last_state_change_time")
+        nodes[name] = PbsNode(
+            name=name,
+            states=[s.strip() for s in str(attrs.get("state", "")).split(",") if s.strip()],
+            ncpus=_int(available.get("ncpus")),
+            ncpus_assigned=_int(assigned.get("ncpus")),
+            jobs=[str(j) for j in attrs.get("jobs") or []],
+            comment=str(attrs.get("comment", "")),
+            queue=str(attrs.get("queue", "")),
+            qlist=[q.strip() for q in str(qlist).split(",") if q.strip()],
+            last_state_change=float(change) if isinstance(change, (int, float)) else None,
+        )
+    return nodes
+
+
+# --- the BatchSystem for BurstCluster -------------------------------------------------------------------
+
+
+def _short(job_id):
+    return str(job_id).split(".", 1)[0]
+
+
+class PbsBatch(BatchSystem):
+    """Job state for a BurstCluster's jobs: one ``qstat -f -x -F json <ids>`` per poll.
+
+    ``-x`` includes finished jobs while the server keeps history (``job_history_enable``), so jobs that
+    ended at walltime are seen with their exit status. qsub prints ``123.server``; dask-jobqueue keeps the
+    number, so states are indexed by both.
+    """
+
+    name = "pbs"
+
+    def __init__(self, qstat="qstat"):
+        self.qstat = qstat
+
+    def query_command(self, job_ids):
+        return [self.qstat, "-f", "-x", "-F", "json"] + list(job_ids)
+
+    def parse_query(self, text):
+        states = {}
+        for job_id, job in parse_qstat_jobs(text).items():
+            state = JobState(job_id=job_id, state=STATE_NAMES.get(job.state, job.state), phase=job.phase,
+                             reason=job.reason, start=job.start, end=job.end, time_limit_s=job.walltime_s,
+                             nodes=",".join(job.hosts))
+            states[job_id] = state
+            states.setdefault(_short(job_id), state)
+        return states
+
+    async def query(self, job_ids):
+        job_ids = [str(j) for j in job_ids if j]
+        if not job_ids:
+            return {}
+        command = self.query_command(job_ids)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise BatchError("%s not found: is the PBS client installed here?" % command[0]) from exc
+        out, err = await proc.communicate()
+        text, errors = out.decode(), err.decode()
+        # qstat still prints the jobs it knows when some ids are unknown (purged from history):
+        # those are simply absent, and the cluster replaces them after a few polls.
+        if proc.returncode != 0 and not text.strip().startswith("{"):
+            unknown_only = errors and all("Unknown Job Id" in line or not line.strip()
+                                          for line in errors.splitlines())
+            if not unknown_only:
+                raise BatchError("%s failed (exit %d): %s" % (" ".join(command), proc.returncode, errors.strip()))
+        states = self.parse_query(text)
+        return {j: states[j] for j in job_ids if j in states}
+
+    def submit_environment(self):
+        return dict(os.environ)
+
+
+# Pending reasons in the exporter's shared vocabulary (SLURM's names where the meaning is the same).
+def reason_label(job):
+    """A low-cardinality pending reason for metrics."""
+    if job.state == "H":
+        return "JobHeldUser" if "u" in job.hold_types else "JobHeldAdmin"
+    if job.state == "W":
+        return "BeginTime"
+    text = pending_reason(job.comment)
+    if not text:
+        return "None"
+    if text.startswith("Insufficient amount of resource"):
+        return "Resources"
+    if re.search(r"User has reached (queue|server) .*running job limit", text):
+        return "QOSMaxJobsPerUserLimit"
+    if "limit" in text.lower():
+        return "QOSMaxCpuPerUserLimit" if re.search(r"\buser\b", text, re.IGNORECASE) else "QOSGrpCpuLimit"
+    return "Other"
