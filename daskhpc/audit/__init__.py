@@ -147,7 +147,9 @@ def gather(args):
         raise SystemExit("daskhpc audit: %s" % bundle["unavailable"])
     inputs = dict(bundle)
     since, until = default_period()
-    period = dict(inputs.get("period") or {})
+    # The scheduler probe records the period it asked sacct for; the report uses the same one.
+    scheduler = inputs.get("scheduler")
+    period = dict(inputs.get("period") or (scheduler.get("period") if isinstance(scheduler, dict) else None) or {})
     period["since"] = _when(args.since) if args.since else period.get("since", since.isoformat())
     period["until"] = _when(args.until, True) if args.until else period.get("until", until.isoformat())
     inputs["period"] = period
@@ -225,9 +227,6 @@ def _directory(model, scheduler, args):
             return directory_from_ldap(validate(model), groups, users, password, args.ldap_ca)
         except (OSError, SiteModelError) as exc:
             return unavailable("LDAP directory: %s" % exc)
-    first = probe.directory_facts(groups, [])
-    for members in first["groups"].values():
-        users.update(members or [])
     return probe.directory_facts(groups, sorted(users))
 
 

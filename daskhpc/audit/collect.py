@@ -247,7 +247,8 @@ def access_section(model, assoc_text, directory, sources, admins=ADMIN_USERS):
         for group in allowed:
             for user in members_of.get(group) or []:
                 via[user].append(group)
-        for user in sorted(set(via) | holders):
+        # Listed: every member of an allowed group, and whoever holds a grant aimed at this partition.
+        for user in sorted(set(via) | explicit):
             in_dir = known_users.get(user)
             row = {"partition": part["name"], "class": part.get("class", ""), "user": user,
                    "groups": sorted(via.get(user, [])), "association": user in holders,
@@ -463,6 +464,9 @@ def collect(inputs):
         raise ValueError("unknown audit inputs: %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(INPUT_KEYS)))
     sources = Sources()
     period = inputs.get("period") or {}
+    scheduler = inputs.get("scheduler")
+    if not period and not is_unavailable(scheduler):
+        period = scheduler.get("period") or {}  # the period the scheduler probe asked sacct for
     since, until = default_period()
     since = datetime.fromisoformat(period["since"]) if period.get("since") else since
     until = datetime.fromisoformat(period["until"]) if period.get("until") else until

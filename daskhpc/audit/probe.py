@@ -25,6 +25,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 TIMEOUT = 120
 
@@ -165,8 +166,17 @@ ASSOC_FIELDS = "Cluster,Account,User,Partition,QOS,DefaultQOS"
 QOS_FIELDS = "Name,Priority,Preempt,PreemptMode,GraceTime,MaxTRESPU,MaxJobsPU,MaxSubmitPU,GrpTRES,MaxWall,Flags"
 
 
-def scheduler_facts(since, until):
+def default_period(days=30):
+    """The last `days` days up to the current whole hour, in local time as sacct prints it."""
+    until = datetime.now().replace(minute=0, second=0, microsecond=0)
+    return (until - timedelta(days=days)).isoformat(), until.isoformat()
+
+
+def scheduler_facts(since=None, until=None):
+    if not (since and until):
+        since, until = default_period()
     return {
+        "period": {"since": since, "until": until},
         "scontrol_partitions": run(["scontrol", "show", "partition", "--oneliner"]),
         "sacctmgr_qos": run(["sacctmgr", "show", "qos", "--parsable2", "--noheader", "format=" + QOS_FIELDS]),
         "sacctmgr_assoc": run(["sacctmgr", "show", "assoc", "--parsable2", "--noheader", "format=" + ASSOC_FIELDS]),
@@ -176,8 +186,13 @@ def scheduler_facts(since, until):
     }
 
 
+def association_users():
+    out = run(["sacctmgr", "show", "assoc", "--parsable2", "--noheader", "format=User"])
+    return [] if isinstance(out, dict) else sorted({u for u in out.split() if u})
+
+
 def directory_facts(groups, users):
-    """Members of each group and which users exist, through the name service (getent)."""
+    """Members of each group and which users exist (the members and `users`), through the name service."""
     out = {"source": "getent", "groups": {}, "users": {}}
     for group in sorted(set(groups)):
         text = run(["getent", "group", group])
@@ -186,7 +201,8 @@ def directory_facts(groups, users):
             continue
         fields = text.strip().split(":")
         out["groups"][group] = sorted(m for m in (fields[3].split(",") if len(fields) > 3 else []) if m)
-    for user in sorted(set(users)):
+    users = set(users) | {m for members in out["groups"].values() for m in (members or [])}
+    for user in sorted(users):
         out["users"][user] = not isinstance(run(["getent", "passwd", user]), dict)
     return out
 
@@ -207,11 +223,13 @@ def main(argv=None):
     host.add_argument("--python")
     host.add_argument("--tls-dir", default="/etc/daskhpc/tls")
     sched = sub.add_parser("scheduler")
-    sched.add_argument("--since", required=True)
-    sched.add_argument("--until", required=True)
+    sched.add_argument("--since", help="default: 30 days before --until")
+    sched.add_argument("--until", help="default: the current whole hour")
     dirs = sub.add_parser("directory")
     dirs.add_argument("--group", action="append", default=[])
     dirs.add_argument("--user", action="append", default=[])
+    dirs.add_argument("--association-users", action="store_true", help="also check every user holding a "
+                      "Slurm association (sacctmgr)")
     led = sub.add_parser("ledger")
     led.add_argument("--ca-dir", required=True)
     args = parser.parse_args(argv)
@@ -220,7 +238,8 @@ def main(argv=None):
     elif args.what == "scheduler":
         result = scheduler_facts(args.since, args.until)
     elif args.what == "directory":
-        result = directory_facts(args.group, args.user)
+        users = args.user + (association_users() if args.association_users else [])
+        result = directory_facts(args.group, users)
     else:
         result = ledger(args.ca_dir)
     json.dump(result, sys.stdout, sort_keys=True)
