@@ -99,7 +99,7 @@ def apply(sacct, changes, account, cluster=None, qos=None):
             raise SyncError("cannot give %s an association under account %s: %s. Fix: check that the "
                             "account exists (playbooks/slurm.yml) and slurmdbd is up" % (user, account, exc)) from exc
     for user in changes["fix_qos"]:
-        where = dict(_where(account, cluster), user=user)
+        where = dict(_where(account, cluster), name=user)
         sacct.modify("user", where, {"qos": qos, "defaultqos": qos})
     for user in changes.get("set_default", []):
         sacct.modify("user", {"name": user}, {"defaultaccount": account})
