@@ -31,9 +31,9 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
-from .collectors import BatchCollector, CertificateCollector, ExporterStats
-from .slurm import SlurmSource
-from .source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter_collectors import BatchCollector, CertificateCollector, ExporterStats
+from daskhpc.exporter_slurm import SlurmSource
+from daskhpc.exporter_source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
 
 DEFAULT_CONFIG = "/etc/daskhpc/exporter.yaml"
 DEFAULTS = {
@@ -102,6 +102,7 @@ def main(argv=None):
     parser.add_argument("--listen-port", type=int, help="override listen_port")
     parser.add_argument("--listen-address", help="override listen_address")
     parser.add_argument("--once", action="store_true", help="print one scrape to stdout and exit")
+    parser.add_argument("--check-config", action="store_true", help="only check the configuration file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -109,6 +110,9 @@ def main(argv=None):
     except ConfigError as exc:
         print("daskhpc exporter: %s" % exc, file=sys.stderr)
         return 2
+    if args.check_config:
+        print("%s: OK" % args.config)
+        return 0
     if args.listen_port:
         config["listen_port"] = args.listen_port
     if args.listen_address:

@@ -2,6 +2,8 @@
 
 Why these exact calls:
 
+* ``--all`` on squeue and sinfo: without it an unprivileged user does not see partitions its
+  groups may not use (AllowGroups), so the exporter's user would see an empty cluster.
 * ``squeue --states=all`` so terminal states are counted (without it they read a constant 0),
   with a compact ``-o`` format of only the fields we use. Pending job arrays stay collapsed
   into one line (no ``-r``); the collector counts their tasks from the array expression, so a
@@ -24,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daskhpc.model.site_model import expand_hostlist
 
-from .source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter_source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
 
 SEP = "|"
 # job id (array expression included), partition, state, pending reason, user, cpus, node list
@@ -249,8 +251,8 @@ class SlurmSource(BatchSource):
         return result.stdout
 
     def read_state(self):
-        jobs = parse_squeue(self.run("squeue", "--noheader", "--states=all", "-o", SQUEUE_FORMAT))
-        state = parse_sinfo(self.run("sinfo", "--noheader", "-N", "-o", SINFO_FORMAT))
+        jobs = parse_squeue(self.run("squeue", "--all", "--noheader", "--states=all", "-o", SQUEUE_FORMAT))
+        state = parse_sinfo(self.run("sinfo", "--all", "--noheader", "-N", "-o", SINFO_FORMAT))
         state.jobs = jobs
         return state
 

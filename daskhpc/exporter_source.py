@@ -5,13 +5,13 @@ The exporter is split in two so that every batch system yields the same metric n
 * a **source** (one per batch system) reads the scheduler with as few calls as possible and
   returns plain records -- :class:`ClusterState` (nodes and jobs), :class:`Preemption` events
   and optional scheduler-specific health metric families;
-* :class:`daskhpc.exporter.collectors.BatchCollector` turns those records into the
+* :class:`daskhpc.exporter_collectors.BatchCollector` turns those records into the
   ``daskhpc_*`` metrics, caches them and throttles the source.
 
 To add a batch system (the PBS collector does this), subclass :class:`BatchSource` in a module
-of this package, implement :meth:`~BatchSource.read_state`, and optionally
+``daskhpc/exporter_<scheduler>.py``, implement :meth:`~BatchSource.read_state`, and optionally
 :meth:`~BatchSource.read_preemptions` and :meth:`~BatchSource.read_health`, then add the class
-to ``SOURCES`` in ``daskhpc/exporter/__init__.py`` under the site model's ``scheduler`` value.
+to ``SOURCES`` in ``daskhpc/exporter.py`` under the site model's ``scheduler`` value.
 Sources raise :class:`BatchSystemError` when the scheduler cannot be read; the collector then
 reports ``daskhpc_up 0`` and counts the error, and the exporter keeps serving.
 

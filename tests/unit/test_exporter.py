@@ -17,8 +17,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daskhpc.exporter import ConfigError, build_registry, load_config
-from daskhpc.exporter.collectors import BatchCollector, ExporterStats
-from daskhpc.exporter.slurm import (
+from daskhpc.exporter_collectors import BatchCollector, ExporterStats
+from daskhpc.exporter_slurm import (
     SlurmSource,
     array_task_count,
     normalise_node_state,
@@ -27,7 +27,7 @@ from daskhpc.exporter.slurm import (
     parse_sinfo,
     parse_squeue,
 )
-from daskhpc.exporter.source import BatchSystemError
+from daskhpc.exporter_source import BatchSystemError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "exporter")
 CONFIG = {
@@ -258,6 +258,8 @@ def test_one_call_per_command_per_interval(slurm_bin):
     assert made.count("squeue") == 2 and made.count("sdiag") == 1
     squeue_call = calls(slurm_bin)[0]
     assert "--states=all" in squeue_call and " -r" not in squeue_call
+    # without --all an unprivileged exporter does not see partitions restricted by AllowGroups
+    assert all(" --all " in c for c in calls(slurm_bin) if c.startswith(("squeue", "sinfo")))
 
 
 def test_preemptions_counted_incrementally(slurm_bin):
