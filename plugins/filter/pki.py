@@ -1,0 +1,100 @@
+# Copyright (c) onprem.daskhpc contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the PKI roles: the model's CA settings and certificate requests built in Python.
+
+Building thousands of certificate requests in Jinja loops is slow; these filters do it in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+
+
+def _model(site):
+    try:
+        return site_model.validate(site)
+    except site_model.SiteModelError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def pki_ca(site):
+    """The validated ``ca`` section: name, dir, key_type, host_cert_days, user_cert_days, renew_before_days."""
+    return _model(site)["ca"]
+
+
+def pki_burst_groups(site):
+    """Directory groups allowed on the burst partitions: their members get Dask credentials."""
+    model = _model(site)
+    groups = []
+    for part in model["partitions"]:
+        if part["class"] == "burst":
+            groups.extend(g for g in part["allow_groups"] if g not in groups)
+    return groups
+
+
+def pki_user_requests(getent_results, tls_subdir=".daskhpc/tls"):
+    """certificate_batch items from a looped ``ansible.builtin.getent`` (database passwd, one user per item).
+
+    Users getent did not find are left out (the role reports them).
+    """
+    items = []
+    for result in getent_results:
+        entry = (result.get("ansible_facts") or {}).get("getent_passwd") or {}
+        uid_name = result.get("item")
+        fields = entry.get(uid_name)
+        if not fields:
+            continue
+        _password, uid, gid, _gecos, home = fields[:5]
+        directory = os.path.join(home, tls_subdir)
+        items.append({
+            "path": os.path.join(directory, "user.pem"),
+            "privatekey_path": os.path.join(directory, "user.key"),
+            "subject": {"CN": uid_name},
+            "owner": str(uid),
+            "group": str(gid),
+        })
+    return items
+
+
+def pki_missing_users(getent_results):
+    """Users a looped getent did not find."""
+    return [r.get("item") for r in getent_results
+            if not ((r.get("ansible_facts") or {}).get("getent_passwd") or {}).get(r.get("item"))]
+
+
+def pki_staging_requests(certs, staging_dir, host_sans):
+    """certificate_batch items for a host's certificates, issued into the CA host's staging directory.
+
+    Subject CN is the host's first SAN; service certificates add their own SANs to the host's.
+    The staged files stay root's (0600 keys): owners are set where they are installed.
+    """
+    host_sans = list(host_sans or [])
+    if not host_sans:
+        raise AnsibleFilterError("pki_client_host_sans is empty. Fix: give at least the host's name")
+    items = []
+    for cert in certs:
+        if not cert.get("name"):
+            raise AnsibleFilterError("a pki_client_service_certs entry has no name. Fix: give name, e.g. slapd")
+        sans = host_sans + [s for s in cert.get("subject_alt_names", []) if s not in host_sans]
+        items.append({
+            "path": os.path.join(staging_dir, cert["name"] + ".pem"),
+            "privatekey_path": os.path.join(staging_dir, cert["name"] + ".key"),
+            "subject": {"CN": host_sans[0]},
+            "subject_alt_names": sans,
+            "profile": cert.get("profile", "service"),
+        })
+    return items
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "pki_ca": pki_ca,
+            "pki_burst_groups": pki_burst_groups,
+            "pki_user_requests": pki_user_requests,
+            "pki_missing_users": pki_missing_users,
+            "pki_staging_requests": pki_staging_requests,
+        }
