@@ -23,9 +23,9 @@ def _model(site):
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def metrics_exporter_config(site, ledger_path=None, listen_address="0.0.0.0", min_interval_seconds=10,
+def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0", min_interval_seconds=10,
                             slow_interval_seconds=60, slurm_bin_dir=""):
-    """The exporter's YAML configuration (see daskhpc/exporter/__init__.py)."""
+    """The exporter's YAML configuration (see daskhpc/exporter.py)."""
     model = _model(site)
     return {
         "site": model["name"],
