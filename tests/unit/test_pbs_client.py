@@ -1,0 +1,281 @@
+"""PBS on the client side: qstat/pbsnodes JSON parsers, PbsBatch, PBSBurstCluster job scripts and the
+exporter's PBS source, against recorded-format outputs (tests/fixtures/pbs; no PBS server runs here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK
+from daskhpc.cluster import PolicyError, cluster_class
+from daskhpc.exporter import build_registry
+from daskhpc.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pending_reason
+from daskhpc.pbs_cluster import PBSBurstCluster, refused_pbs_directive
+from daskhpc.pbs_exporter import PbsSource
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pbs"
+
+
+def fixture(name):
+    return (FIXTURES / name).read_text()
+
+
+# --- qstat -f -F json ---------------------------------------------------------------------------------
+
+
+def test_jobs_states_reasons_and_hosts():
+    jobs = parse_qstat_jobs(fixture("qstat_f.json"))
+    assert sorted(jobs) == ["101.pbs-head", "102.pbs-head", "103.pbs-head", "104.pbs-head", "105.pbs-head",
+                            "106.pbs-head", "107.pbs-head"]
+    running = jobs["101.pbs-head"]
+    assert (running.state, running.phase, running.user, running.queue) == ("R", RUNNING, "alice", "burst")
+    assert running.hosts == ["cn01"] and running.walltime_s == 4 * 3600 and running.start.hour == 9
+    assert jobs["106.pbs-head"].hosts == ["cn03", "cn04"] and jobs["106.pbs-head"].ncpus == 2
+    pending = jobs["102.pbs-head"]
+    assert pending.phase == PENDING and not pending.requeued
+    assert pending.reason == "Insufficient amount of resource: ncpus (R: 1 A: 0 T: 1024)"
+    assert jobs["103.pbs-head"].requeued  # queued again after having run
+    assert jobs["105.pbs-head"].phase == STUCK and jobs["105.pbs-head"].hold_types == "s"
+    assert jobs["107.pbs-head"].reason == "User has reached queue burst running job limit."
+
+
+def test_history_shows_walltime_end():
+    jobs = parse_qstat_jobs(fixture("qstat_fx.json"))
+    hit = jobs["98.pbs-head"]
+    assert hit.phase == ENDED and hit.hit_walltime and hit.reason == "walltime exceeded"
+    assert jobs["99.pbs-head"].exit_status == 0 and not jobs["99.pbs-head"].hit_walltime
+
+
+def test_helpers():
+    assert exec_hosts("cn03/0*2+cn04/1+cn03/5") == ["cn03", "cn04"]
+    assert exec_hosts("") == []
+    assert pending_reason("Can Never Run: Insufficient amount of queue resource: ncpus") == \
+        "Insufficient amount of queue resource: ncpus"
+    assert parse_qstat_jobs("") == {}
+
+
+# --- pbsnodes -av -F json ------------------------------------------------------------------------------
+
+
+def test_nodes_with_zero_assignments_left_out():
+    nodes = parse_pbsnodes(fixture("pbsnodes_av.json"))
+    assert nodes["cn01"].ncpus == 48 and nodes["cn01"].ncpus_assigned == 1 and nodes["cn01"].jobs == ["101.pbs-head"]
+    assert nodes["bm01"].ncpus_assigned == 0 and nodes["bm01"].jobs == []  # "resources_assigned":{ }
+    assert nodes["bm02"].states == ["state-unknown", "down"]
+    assert nodes["cn05"].comment == "disk replacement, ticket 4711"
+
+
+# --- PbsBatch ----------------------------------------------------------------------------------------
+
+
+def test_batch_indexes_full_and_numeric_ids():
+    states = PbsBatch().parse_query(fixture("qstat_fx.json"))
+    assert states["101"] is states["101.pbs-head"]
+    assert states["101"].phase == RUNNING and states["101"].nodes == "cn01"
+    assert states["103"].phase == PENDING and states["103"].reason.startswith("Insufficient amount")
+    assert states["105"].phase == STUCK
+    assert states["98"].phase == ENDED and states["98"].reason == "walltime exceeded"
+    assert not states["101"].preempting  # PBS gives no early warning; the worker handles SIGTERM
+
+
+def _fake_qstat(tmp_path, stdout_file, rc=0, stderr=""):
+    script = tmp_path / "qstat"
+    script.write_text("#!/bin/sh\necho \"$@\" > %s/args\ncat %s\necho '%s' >&2\nexit %d\n"
+                      % (tmp_path, stdout_file, stderr, rc))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_batch_query_runs_one_qstat_and_tolerates_purged_ids(tmp_path):
+    qstat = _fake_qstat(tmp_path, FIXTURES / "qstat_fx.json", rc=153, stderr="qstat: Unknown Job Id 7.pbs-head")
+    states = asyncio.run(PbsBatch(qstat=str(qstat)).query(["101", "98", "7"]))
+    assert (tmp_path / "args").read_text().split() == ["-f", "-x", "-F", "json", "101", "98", "7"]
+    assert set(states) == {"101", "98"}
+
+
+def test_batch_query_reports_a_down_server(tmp_path):
+    from daskhpc.batch import BatchError
+
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    qstat = _fake_qstat(tmp_path, empty, rc=2, stderr="Connection refused")
+    with pytest.raises(BatchError, match="Connection refused"):
+        asyncio.run(PbsBatch(qstat=str(qstat)).query(["101"]))
+
+
+# --- PBSBurstCluster job scripts -------------------------------------------------------------------------
+
+CONFIG = {"site": "hpc-pbs", "scheduler": "pbs", "partition": "burst", "qos": "burst", "account": "burst",
+          "python": "/opt/daskhpc/venv/bin/python", "interface": None, "worker-cores": 1,
+          "worker-memory": "2GiB", "max-walltime": "04:00:00", "grace-time": 120, "tls": "optional",
+          "progress": False, "contact": "hpc-support@example.org",
+          "limits": {"max-cores-per-user": 64, "max-jobs-per-user": 64, "max-cores-burst": 256}}
+
+
+@pytest.fixture
+def make_cluster():
+    made = []
+
+    def make(**kwargs):
+        cluster = PBSBurstCluster(config=dict(CONFIG), security=False, **kwargs)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+def directives(script):
+    return [line for line in script.splitlines() if line.startswith("#PBS")]
+
+
+def test_job_script_directive_by_directive(make_cluster):
+    cluster = make_cluster(cores=2, memory="4GiB", processes=2, walltime="02:00:00")
+    script = cluster.job_script()
+    assert directives(script) == [
+        "#PBS -N dask-worker",
+        "#PBS -q burst",                      # the burst queue, fixed
+        "#PBS -A burst",                      # the burst account string, fixed
+        "#PBS -l select=1:ncpus=2:mem=4096MB",  # one chunk from cores= and memory=
+        "#PBS -l walltime=02:00:00",          # within resources_max.walltime
+        "#PBS -r y",                          # rerunnable: preempt_order R requeues it
+    ]
+    command = script.strip().splitlines()[-1]
+    assert command.startswith("exec /opt/daskhpc/venv/bin/python -m daskhpc.worker ")
+    assert "--grace-time 120" in command and "--nworkers 2" in command and "--lifetime " in command
+
+
+def test_default_walltime_is_the_policy_maximum(make_cluster):
+    assert "#PBS -l walltime=04:00:00" in directives(make_cluster().job_script())
+
+
+def test_extra_directives_kept_when_harmless(make_cluster):
+    script = make_cluster(job_extra_directives=["-m n", "-W sandbox=PRIVATE"]).job_script()
+    assert directives(script)[-3:] == ["#PBS -r y", "#PBS -m n", "#PBS -W sandbox=PRIVATE"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"queue": "prod"}, r"queue='prod'"),
+    ({"account": "research"}, r"account='research'"),
+    ({"project": "research"}, r"project='research'"),
+    ({"resource_spec": "select=4:ncpus=48"}, r"resource_spec"),
+    ({"walltime": "12:00:00"}, r"walltime=12:00:00 is too long.*at most 04:00:00"),
+    ({"cores": 128}, r"cores=128 per job is too many"),
+    ({"job_extra_directives": ["-q prod"]}, r"'-q prod' would change the queue"),
+    ({"job_extra_directives": ["-A research"]}, r"would change the account"),
+    ({"job_extra_directives": ["-P research"]}, r"would change the project"),
+    ({"job_extra_directives": ["-W group_list=research"]}, r"would change the group"),
+    ({"job_extra_directives": ["-r n"]}, r"rerunnable flag"),
+    ({"job_extra_directives": ["-l walltime=48:00:00"]}, r"would change the walltime"),
+    ({"job_extra_directives": ["-lselect=4:ncpus=48"]}, r"chunk request"),
+    ({"job_extra_directives": ["-l preempt_targets=queue=prod"]}, r"preemption targets"),
+    ({"job_script_prologue": ["#PBS -q prod"]}, r"would change the queue"),
+    ({"job_directives_skip": ["-q"]}, r"would drop '#PBS -q burst'"),
+])
+def test_policy_is_enforced_before_submission(make_cluster, kwargs, message):
+    with pytest.raises(PolicyError, match=message):
+        make_cluster(**kwargs)
+
+
+def test_refused_directive_parser():
+    assert refused_pbs_directive("#PBS -l mem=4gb,walltime=1:00:00") == "walltime (use walltime=)"
+    assert refused_pbs_directive("#PBS -m abe") is None
+    assert refused_pbs_directive("#SBATCH -p prod") is None
+    assert refused_pbs_directive("-Wgroup_list=x") == "group (accounting and ACL)"
+
+
+def test_burst_cluster_picks_pbs_from_site_config():
+    assert cluster_class("pbs") is PBSBurstCluster
+
+
+def test_scale_beyond_policy_refused(make_cluster):
+    cluster = make_cluster()
+    with pytest.raises(PolicyError, match="too many"):
+        cluster.scale(65)
+
+
+# --- exporter source -----------------------------------------------------------------------------------
+
+
+class RecordedCommands:
+    def __init__(self, outputs):
+        self.outputs = outputs
+        self.calls = []
+
+    def __call__(self, argv):
+        key = " ".join([os.path.basename(argv[0])] + argv[1:])
+        self.calls.append(key)
+        return self.outputs[key]
+
+
+EXPORTER_CONFIG = {"site": "hpc-pbs", "scheduler": "pbs", "burst_partitions": ["burst"],
+                   "production_partitions": ["prod", "bigmem"], "burst_max_share_ratio": 0.25,
+                   "burst_max_cores": 256, "min_interval_seconds": 0, "slow_interval_seconds": 0}
+
+
+def recorded(jobs="qstat_f.json"):
+    return RecordedCommands({"qstat -f -F json": fixture(jobs), "pbsnodes -av -F json": fixture("pbsnodes_av.json"),
+                             "qstat -Qf -F json": fixture("qstat_Qf.json")})
+
+
+def test_source_reads_state_in_three_calls():
+    runner = recorded()
+    state = PbsSource(EXPORTER_CONFIG, runner=runner).read_state()
+    assert runner.calls == ["qstat -f -F json", "pbsnodes -av -F json", "qstat -Qf -F json"]
+    nodes = {n.name: n for n in state.nodes}
+    assert {name: n.state for name, n in nodes.items()} == {
+        "cn01": "mixed", "cn02": "allocated", "cn03": "mixed", "cn04": "mixed", "cn05": "drained",
+        "cn06": "down", "bm01": "idle", "bm02": "down"}
+    assert (nodes["cn01"].cpus_allocated, nodes["cn01"].cpus_idle, nodes["cn01"].cpus_other) == (1, 47, 0)
+    assert (nodes["cn06"].cpus_idle, nodes["cn06"].cpus_other) == (0, 48)
+    assert nodes["cn06"].unavailable_since == 1717990000 and nodes["cn01"].unavailable_since is None
+    assert nodes["cn01"].partitions == ["prod", "bigmem", "burst"]  # no node-queue association: every queue
+    reasons = sorted(j.reason for j in state.jobs if j.state == "pending")
+    assert reasons == ["JobHeldAdmin", "QOSMaxJobsPerUserLimit", "Resources", "Resources"]
+    assert state.partitions_up == {"workq": True, "prod": True, "bigmem": True, "burst": True}
+
+
+def test_source_counts_a_requeue_once():
+    before = fixture("qstat_f.json").replace(
+        '"job_state":"Q",\n            "queue":"burst",\n            "server":"pbs-head",\n            "Checkpoint":"u",\n'
+        '            "ctime":"Mon Jun 10 09:10:02 2024",\n            "Error_Path":"login01:/home/alice/dask-worker.e103"',
+        '"job_state":"R",\n            "queue":"burst",\n            "server":"pbs-head",\n            "Checkpoint":"u",\n'
+        '            "ctime":"Mon Jun 10 09:10:02 2024",\n            "Error_Path":"login01:/home/alice/dask-worker.e103"')
+    assert before != fixture("qstat_f.json")
+    clock = iter([100.0, 200.0, 300.0])
+    source = PbsSource(EXPORTER_CONFIG, runner=None, clock=lambda: next(clock))
+    source.runner = RecordedCommands({"qstat -f -F json": before, "pbsnodes -av -F json": fixture("pbsnodes_av.json"),
+                                      "qstat -Qf -F json": fixture("qstat_Qf.json")})
+    source.read_state()
+    source.runner = recorded()
+    source.read_state()
+    source.read_state()
+    events = source.read_preemptions(0, 1000)
+    assert [(e.job_id, e.partition, e.user, e.time) for e in events] == [("103.pbs-head", "burst", "alice", 200.0)]
+
+
+def test_exporter_serves_the_shared_metric_names():
+    registry = build_registry(EXPORTER_CONFIG, source=PbsSource(EXPORTER_CONFIG, runner=recorded()))
+    text = generate_latest(registry).decode()
+    assert "daskhpc_up 1.0" in text
+    assert 'daskhpc_jobs{partition="burst",state="running"} 2.0' in text
+    assert 'daskhpc_jobs_pending{partition="burst",reason="Resources"} 2.0' in text
+    assert 'daskhpc_burst_cores{user="bob"} 2.0' in text
+    assert 'daskhpc_partition_nodes{partition="burst",state="down"} 2.0' in text
+
+
+def test_exporter_keeps_serving_when_pbs_is_down():
+    def down(argv):
+        from daskhpc.exporter_source import BatchSystemError
+
+        raise BatchSystemError("qstat: cannot connect to server pbs-head (errno=15010)")
+
+    registry = build_registry(EXPORTER_CONFIG, source=PbsSource(EXPORTER_CONFIG, runner=down))
+    text = generate_latest(registry).decode()
+    assert "daskhpc_up 0.0" in text
