@@ -16,7 +16,7 @@ _LAZY = {
     "NotConfigured": "daskhpc.config",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PolicyError", "SlurmBurstCluster"]
 
 
 def __getattr__(name):

@@ -71,6 +71,15 @@ class BatchSystem:
         """The environment for submission commands, without variables that would override policy."""
         return dict(os.environ)
 
+    def release_command(self, job_ids):
+        """Command that lets requeued jobs start as soon as nodes are free (None: nothing to do)."""
+        return None
+
+    async def release(self, job_ids):
+        command = self.release_command([str(j) for j in job_ids]) if job_ids else None
+        if command:
+            await _run(command)
+
     async def query(self, job_ids):
         """JobState for each known job id; ids the batch system does not know are left out."""
         job_ids = [str(j) for j in job_ids if j]
@@ -166,9 +175,10 @@ def slurm_phase(state):
 class SlurmBatch(BatchSystem):
     name = "slurm"
 
-    def __init__(self, squeue="squeue", sacct="sacct"):
+    def __init__(self, squeue="squeue", sacct="sacct", scontrol="scontrol"):
         self.squeue = squeue
         self.sacct = sacct
+        self.scontrol = scontrol
 
     def query_command(self, job_ids):
         # --states=all keeps jobs that ended within MinJobAge, so most endings need no sacct call.
@@ -206,6 +216,10 @@ class SlurmBatch(BatchSystem):
                 raise
             job_ids = [str(j) for j in job_ids if j]
             return self.parse_history(await _run(self.history_command(job_ids)))
+
+    def release_command(self, job_ids):
+        # SLURM holds a requeued job back for about two minutes (reason BeginTime); its owner may lift that.
+        return [self.scontrol, "update", "JobId=" + ",".join(job_ids), "StartTime=now"]
 
     def submit_environment(self):
         env = dict(os.environ)

@@ -191,7 +191,8 @@ class BurstClusterBase:
                  job_extra_directives=None, job_script_prologue=None, job_directives_skip=None,
                  worker_extra_args=None, security=None, scheduler_options=None, progress=None,
                  config=None, **kwargs):
-        cfg = site.require_site(config if config is not None else site.site_config())
+        # An explicit config (tests, other sites) is laid over the package defaults only.
+        cfg = site.require_site(dict(site.defaults(), **config) if config is not None else site.site_config())
         self.site_config = cfg
         self.policy = policy = BurstPolicy(cfg)
         self._refuse_policy_kwargs(kwargs)
@@ -373,7 +374,12 @@ class BurstClusterBase:
         except Exception:  # never let the periodic callback die
             logger.exception("job-state sync failed")
             return
-        to_replace, to_retire = self.classify(jobs, states)
+        to_replace, to_retire, to_release = self.classify(jobs, states)
+        if to_release:
+            try:
+                await self.batch.release([self.workers[name].job_id for name in to_release])
+            except BatchError as exc:
+                logger.info("could not release requeued jobs early: %s", exc)
         for name in to_retire:
             self.workers[name].retiring = True
             asyncio.ensure_future(self._retire(name))
@@ -382,8 +388,9 @@ class BurstClusterBase:
         self._update_progress()
 
     def classify(self, jobs, states):
-        """Decide from the batch system's view which jobs to replace and whose workers to retire now."""
-        to_replace, to_retire = [], []
+        """Decide from the batch system's view which jobs to replace, whose workers to retire now,
+        and which requeued jobs to release from their post-requeue hold."""
+        to_replace, to_retire, to_release = [], [], []
         for name, job in jobs.items():
             state = states.get(str(job.job_id))
             job.batch_state = state
@@ -401,11 +408,13 @@ class BurstClusterBase:
                 job.retiring = False
                 logger.info("job %s was requeued (%s)", job.job_id, state.reason or state.state)
             job.last_phase = state.phase
+            if state.phase == PENDING and state.reason == "BeginTime" and job.ever_ran:
+                to_release.append(name)
             if state.phase in (ENDED, STUCK):
                 to_replace.append(name)
             elif state.preempting and not job.retiring:
                 to_retire.append(name)
-        return to_replace, to_retire
+        return to_replace, to_retire, to_release
 
     async def _retire(self, name):
         """Hand off the data of a job being preempted while its GraceTime runs."""

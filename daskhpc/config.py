@@ -18,10 +18,14 @@ DEFAULTS_FILE = Path(__file__).with_name("daskhpc.yaml")
 SITE_FILE = "/etc/dask/daskhpc.yaml"
 
 
-def _register_defaults():
+def defaults():
+    """The package's own defaults for the ``daskhpc`` section."""
     with open(DEFAULTS_FILE, encoding="utf-8") as handle:
-        defaults = yaml.safe_load(handle)
-    dask.config.update_defaults(defaults)
+        return yaml.safe_load(handle)["daskhpc"]
+
+
+def _register_defaults():
+    dask.config.update_defaults({"daskhpc": defaults()})
 
 
 _register_defaults()
