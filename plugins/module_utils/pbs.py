@@ -470,7 +470,7 @@ def _normalise_scalar(kind, raw, field):
             raise PbsError("%s: %r is not a PBS size. Fix: write e.g. 2gb, 512mb or 1024kb" % (field, raw)) \
                 from None
         display = str(text).lower().replace(" ", "")
-        if not display[-1:] in ("b", "w"):
+        if display[-1:] not in ("b", "w"):
             display += "b"
         return display, value
     if kind == "time":
@@ -664,7 +664,7 @@ def object_prefix(object_type, name=None):
     return "server"
 
 
-def plan(object_type, desired, current, name=None, resources=None, purge=False, exists=True,
+def plan(object_type, desired, current, *, name=None, resources=None, purge=False, exists=True,
          protected=()):
     """Compare and return ``{"changes": [...], "commands": [...], "before": {...}, "after": {...}}``.
 
@@ -810,7 +810,7 @@ def _result(outcome, check_mode, qmgr):
     }
 
 
-def ensure_queue(qmgr, name, attributes=None, state="present", purge=False, check_mode=False):
+def ensure_queue(qmgr, name, attributes=None, *, state="present", purge=False, check_mode=False):
     """Make queue ``name`` have ``attributes`` (only differences sent), or delete it (state=absent)."""
     current = qmgr.print_server()
     queues = current["queues"]
@@ -830,13 +830,13 @@ def ensure_queue(qmgr, name, attributes=None, state="present", purge=False, chec
     return _result(outcome, check_mode, qmgr)
 
 
-def ensure_server(qmgr, attributes, check_mode=False):
+def ensure_server(qmgr, attributes, *, check_mode=False):
     current = qmgr.print_server()
     outcome = plan("server", attributes or {}, current["server"], resources=site_resources(current))
     return _result(outcome, check_mode, qmgr)
 
 
-def ensure_sched(qmgr, attributes, name="default", check_mode=False):
+def ensure_sched(qmgr, attributes, name="default", *, check_mode=False):
     current = qmgr.print_sched(None if name == "default" else name)
     if name not in current["sched"]:
         raise PbsError("scheduler %s not found in qmgr 'print sched' output. Fix: create it first or use "

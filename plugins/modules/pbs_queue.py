@@ -142,7 +142,8 @@ def main():
     p = module.params
     qmgr = Qmgr(ModuleRunner(module), p["qmgr_path"], p["server"])
     try:
-        result = ensure_queue(qmgr, p["name"], p["attributes"], p["state"], p["purge"], module.check_mode)
+        result = ensure_queue(qmgr, p["name"], p["attributes"], state=p["state"], purge=p["purge"],
+                              check_mode=module.check_mode)
     except PbsError as exc:
         module.fail_json(msg="pbs_queue %s: %s" % (p["name"], exc))
     module.exit_json(queue=result["diff"]["after"], **result)

@@ -100,7 +100,7 @@ def main():
     p = module.params
     qmgr = Qmgr(ModuleRunner(module), p["qmgr_path"], p["server"])
     try:
-        result = ensure_sched(qmgr, p["attributes"], p["name"], module.check_mode)
+        result = ensure_sched(qmgr, p["attributes"], p["name"], check_mode=module.check_mode)
     except PbsError as exc:
         module.fail_json(msg="pbs_sched %s: %s" % (p["name"], exc))
     module.exit_json(sched=result["diff"]["after"], **result)

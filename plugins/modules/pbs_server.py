@@ -99,7 +99,7 @@ def main():
     p = module.params
     qmgr = Qmgr(ModuleRunner(module), p["qmgr_path"], p["server"])
     try:
-        result = ensure_server(qmgr, p["attributes"], module.check_mode)
+        result = ensure_server(qmgr, p["attributes"], check_mode=module.check_mode)
     except PbsError as exc:
         module.fail_json(msg="pbs_server: %s" % exc)
     module.exit_json(server=result["diff"]["after"], **result)
