@@ -1,0 +1,164 @@
+"""The SLURM lab against its real daemons: partitions, preemption, QOS limits, idempotence, refusal."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from datetime import datetime
+
+import pytest
+import yaml
+
+from conftest import REPO, run_playbook, sh
+
+pytestmark = pytest.mark.lab
+
+BURST = ["-p", "burst", "-A", "burst", "-q", "burst", "--requeue"]
+
+
+def partitions():
+    out = sh("scontrol", "show", "partition", "--oneliner").stdout
+    parts = {}
+    for line in out.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        parts[fields["PartitionName"]] = fields
+    return parts
+
+
+def job(job_id):
+    out = sh("scontrol", "show", "job", "--oneliner", str(job_id)).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def slurm_time(text):
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
+
+
+def test_sinfo_shows_the_three_partitions(lab):
+    out = sh("sinfo", "--noheader", "--format=%R|%a|%D").stdout.split()
+    names = {line.split("|")[0] for line in out}
+    assert names == {"prod", "bigmem", "burst"}
+    assert all(line.split("|")[1] == "up" for line in out)
+
+
+def test_partitions_carry_the_isolation_settings(lab, lab_site):
+    parts = partitions()
+    assert parts["prod"]["Default"] == "YES"
+    for name in ("prod", "bigmem"):
+        assert parts[name]["PreemptMode"] == "OFF"
+    burst = parts["burst"]
+    assert burst["PreemptMode"] == "REQUEUE"
+    assert int(burst["PriorityTier"]) < min(int(parts[p]["PriorityTier"]) for p in ("prod", "bigmem"))
+    assert burst["AllowGroups"] == "datasci"
+    assert burst["QoS"] == "burst"
+    assert burst["GraceTime"] == str(lab_site["burst"]["grace_time"])
+    assert burst["MaxTime"] == "04:00:00"
+
+
+def test_burst_qos_limits_are_in_the_scheduler(lab):
+    out = sh("sacctmgr", "--parsable2", "--noheader", "show", "qos", "name=burst",
+             "format=maxtrespu,maxjobspu,maxsubmitpu,grptres,maxwall,flags").stdout.strip()
+    assert out == "cpu=16|32|200|cpu=24|04:00:00|DenyOnLimit"
+
+
+def test_production_job_requeues_a_burst_job_holding_its_nodes(lab, lab_site):
+    burst_id = sh("sbatch", "--parsable", *BURST, "-N2", "-w", "n1,n2", "--ntasks-per-node=8",
+                  "--job-name=burst-filler", "--wrap", "sleep 600", user="alice", env=None).stdout.strip()
+    prod_id = None
+    try:
+        wait_for(lambda: job(burst_id)["JobState"] == "RUNNING", 180, "the burst job to run")
+        # Production needs every node of prod, two of which the burst job holds.
+        prod_id = sh("sbatch", "--parsable", "-p", "prod", "-N4", "--exclusive", "--job-name=prod-needs-nodes",
+                     "--wrap", "sleep 20").stdout.strip()
+        grace = lab_site["burst"]["grace_time"]
+        state = wait_for(lambda: job(prod_id)["JobState"] in ("RUNNING", "COMPLETED") and job(prod_id),
+                         grace + 60, "the production job to start")
+        waited = (slurm_time(state["StartTime"]) - slurm_time(state["SubmitTime"])).total_seconds()
+        assert waited <= grace + 15, "production waited %ss, more than GraceTime (%ss) plus 15s" % (waited, grace)
+        burst = job(burst_id)
+        assert int(burst["Restarts"]) >= 1, burst
+        assert burst["JobState"] in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING", "RUNNING"), burst
+        history = sh("sacct", "--noheader", "--parsable2", "--duplicates", "-X", "-j", burst_id,
+                     "--format=State").stdout.split()
+        assert "PREEMPTED" in history or "REQUEUED" in history, history
+    finally:
+        sh("scancel", burst_id, *([prod_id] if prod_id else []), check=False)
+
+
+def test_burst_job_above_the_per_user_core_limit_is_refused_with_the_qos_reason(lab):
+    proc = sh("sbatch", "--parsable", *BURST, "-n", "17", "--wrap", "sleep 1", user="alice", check=False)
+    assert proc.returncode != 0
+    assert "QOSMaxCpuPerUserLimit" in proc.stderr
+
+
+def test_burst_partition_refuses_other_qos(lab):
+    proc = sh("sbatch", "--parsable", "-p", "burst", "-A", "burst", "-q", "normal", "--wrap", "sleep 1",
+              user="alice", check=False)
+    assert proc.returncode != 0
+    assert "qos" in proc.stderr.lower()
+
+
+def test_second_converge_changes_nothing(lab):
+    run = run_playbook("lab.yml")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed == 0, "a second converge changed something:\n" + run.output[-6000:]
+
+
+def test_check_mode_reports_no_drift(lab):
+    run = run_playbook("lab.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-4000:]
+    assert run.changed == 0, run.output[-6000:]
+
+
+def tree_digest(*roots):
+    digest = hashlib.sha256()
+    for root in roots:
+        for dirpath, dirnames, filenames in sorted(os.walk(root)):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                digest.update(path.encode())
+                with open(path, "rb") as fh:
+                    digest.update(fh.read())
+    return digest.hexdigest()
+
+
+def test_bad_site_model_is_refused_before_anything_changes(lab, lab_site, tmp_path):
+    bad = dict(lab_site)
+    bad["partitions"] = [dict(p) for p in lab_site["partitions"]]
+    bad["partitions"][2]["priority_tier"] = 50  # burst above production: would let burst preempt prod
+    bad["burst"] = dict(lab_site["burst"], max_share_percent=150)
+    bad["node_groups"] = [dict(g) for g in lab_site["node_groups"]]
+    bad["node_groups"][0]["cpus"] = 4  # a change that would otherwise be written to slurm.conf
+    extra = tmp_path / "bad.yml"
+    extra.write_text(yaml.safe_dump({"daskhpc_site": bad}))
+    watched = [d for d in ("/etc/slurm", "/etc/munge", "/etc/dask", "/etc/prometheus") if os.path.isdir(d)]
+    before = tree_digest(*watched)
+    run = run_playbook("lab.yml", "-e", "@%s" % extra)
+    assert run.rc != 0
+    assert "partitions.burst.priority_tier" in run.output
+    assert "burst.max_share_percent" in run.output
+    assert "Fix:" in run.output
+    assert tree_digest(*watched) == before
+    assert "Validate the site model" in run.output and "TASK [onprem.daskhpc" not in run.output
+
+
+def test_example_site_passes_validation_and_syntax_check():
+    inventory = REPO / "inventories" / "example-site"
+    run = run_playbook("validate.yml", inventory=inventory, extra_vars={"ansible_connection": "local"},
+                       env={"ANSIBLE_HOST_KEY_CHECKING": "False"})
+    assert run.rc == 0, run.output[-4000:]
+    assert "'total_cores': 2624" in run.output or '"total_cores": 2624' in run.output
+    syntax = run_playbook("site.yml", "--syntax-check", inventory=inventory)
+    assert syntax.rc == 0, syntax.output[-4000:]
