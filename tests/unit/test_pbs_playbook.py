@@ -165,3 +165,16 @@ def test_drift_is_repaired_with_only_the_differences(site):
     ]
     assert "-    Priority: '100'" in output and "+    Priority: '1'" in output  # --diff shows before and after
     assert wait_for_hup(site["hups"]) == 0  # sched_config unchanged: no SIGHUP
+
+
+def test_example_pbs_inventory_passes_syntax_check_and_validation():
+    proc = subprocess.run(["ansible-playbook", "--syntax-check", "-i", str(REPO / "inventories" / "example-pbs"),
+                           str(REPO / "playbooks" / "pbs.yml")],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    model = yaml.safe_load((REPO / "inventories/example-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
+    from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+
+    validated = site_model.validate(model)
+    assert validated["scheduler"] == "pbs"
+    assert [q["name"] for q in pbs.pbs_queues(validated)] == ["prod", "bigmem", "burst"]
