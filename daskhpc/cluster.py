@@ -16,6 +16,7 @@ site configuration (``daskhpc.scheduler``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import math
@@ -349,6 +350,13 @@ class BurstClusterBase:
         if self._sync_callback is not None:
             self._sync_callback.stop()
         _discovery("unregister", self)
+        if self.status == Status.running and self.scheduler_comm is not None:
+            # Let workers leave before the scheduler goes: otherwise it closes under their open streams.
+            names = [w["name"] for w in (getattr(self, "scheduler_info", None) or {}).get("workers", {}).values()]
+            if names:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self.scheduler_comm.retire_workers(names=names, close_workers=True, remove=True), 10)
         await super()._close()
 
     def _update_worker_status(self, op, msg):
@@ -374,6 +382,8 @@ class BurstClusterBase:
         except Exception:  # never let the periodic callback die
             logger.exception("job-state sync failed")
             return
+        if self.status != Status.running:
+            return  # closed while squeue ran
         to_replace, to_retire, to_release = self.classify(jobs, states)
         if to_release:
             try:

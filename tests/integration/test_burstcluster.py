@@ -1,0 +1,260 @@
+"""BurstCluster on the lab's real SLURM, run as the data scientist alice (from LDAP), never as root.
+
+The client code runs as alice with the site's environment (/opt/daskhpc/venv, made by the
+dask_client role through playbooks/lab.yml); root only plays production, submitting
+`sbatch -p prod` jobs that preempt half of alice's workers while her computation runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from daskhpc.model.site_model import validate
+
+pytestmark = pytest.mark.lab
+
+USER = "alice"
+PYTHON = "/opt/daskhpc/venv/bin/python"
+WORKERS = 16
+
+PREAMBLE = r'''
+import json, os, sys, time, traceback
+from pathlib import Path
+HERE = Path(sys.argv[1])
+def report(**values):
+    print("RESULT " + json.dumps(values), flush=True)
+def wait_for(name, timeout):
+    deadline = time.time() + timeout
+    while not (HERE / name).exists():
+        if time.time() > deadline:
+            raise TimeoutError("the test never wrote " + name)
+        time.sleep(0.5)
+'''
+
+PREEMPTION_SCRIPT = PREAMBLE + r'''
+import numpy as np
+import dask.array as da
+from daskhpc import BurstCluster
+
+def slow(block):
+    time.sleep(1.5)
+    return block * 2 + 1
+
+out = {}
+with BurstCluster(workers=%(workers)d, memory="4GiB") as cluster, cluster.get_client() as client:
+    client.wait_for_workers(%(workers)d, timeout=300)
+    info = client.scheduler_info()
+    out["workers_before"] = len(info["workers"])
+    out["scheduler"] = cluster.scheduler_address
+    out["job_script"] = cluster.job_script()
+    x = da.random.RandomState(42).random((8000, 400), chunks=(25, 400))
+    local_x = x.compute(scheduler="sync")
+    y = x.map_blocks(slow).persist()                       # data living on the workers
+    future = client.compute(y.sum(axis=0) + y.map_blocks(slow).mean(axis=0))
+    time.sleep(6)
+    jobs = {name: job.job_id for name, job in cluster.workers.items()}
+    (HERE / "jobs.json").write_text(json.dumps(jobs))
+    wait_for("preempted", 300)                              # root's production jobs have started
+    out["done_when_preempted"] = future.done()
+    try:
+        result = future.result()
+        local = (local_x * 2 + 1).sum(axis=0) + ((local_x * 2 + 1) * 2 + 1).mean(axis=0)
+        out["equal"] = bool(np.array_equal(result, local))
+        out["error"] = None
+    except Exception as exc:
+        out["error"] = "%%s: %%s" %% (type(exc).__name__, exc)
+    out["replaced"], out["requeues"] = cluster.replaced, cluster.requeues
+    wait_for("production_ended", 600)
+    deadline = time.time() + 300
+    while len(client.scheduler_info()["workers"]) < %(workers)d and time.time() < deadline:
+        time.sleep(1)
+    out["workers_after"] = len(client.scheduler_info()["workers"])
+    out["status"] = cluster.status_text()
+    out["jobs_after"] = {name: job.job_id for name, job in cluster.workers.items()}
+report(**out)
+'''
+
+POLICY_SCRIPT = PREAMBLE + r'''
+from daskhpc import BurstCluster, PolicyError
+attempts = {
+    "walltime": dict(walltime="05:00:00"),
+    "partition": dict(job_extra_directives=["-p prod"]),
+    "partition_long": dict(job_extra_directives=["--partition=bigmem"]),
+    "qos": dict(job_extra_directives=["--qos=normal"]),
+    "account": dict(job_extra_directives=["#SBATCH -A research"]),
+    "queue_kwarg": dict(queue="prod"),
+    "cores": dict(cores=32, processes=4),
+}
+out = {}
+for label, kwargs in attempts.items():
+    try:
+        BurstCluster(progress=False, **kwargs).close()
+        out[label] = None
+    except PolicyError as exc:
+        out[label] = str(exc)
+with BurstCluster(progress=False) as cluster:
+    try:
+        cluster.scale(64)
+        out["scale"] = None
+    except PolicyError as exc:
+        out["scale"] = str(exc)
+    out["requested_after_refusal"] = len(cluster.worker_spec)
+report(**out)
+'''
+
+
+def as_user(script, workdir, timeout):
+    """Run a client script as alice in the site environment; return its RESULT line and its output."""
+    path = workdir / "script.py"
+    path.write_text(script)
+    os.chmod(path, 0o644)
+    proc = subprocess.run(["runuser", "-u", USER, "--", PYTHON, str(path), str(workdir)], cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    return proc
+
+
+def result_of(proc):
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, "client script failed (rc=%d):\n%s\n%s" % (
+        proc.returncode, proc.stdout[-3000:], proc.stderr[-6000:])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def site_env(lab):
+    """The lab converged (lab.yml includes dask_client.yml); alice is a directory user with an environment."""
+    pwd.getpwnam(USER)
+    assert Path(PYTHON).exists(), "the dask_client role did not create %s" % PYTHON
+    return lab
+
+
+@pytest.fixture()
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="burstcluster-"))
+    uid = pwd.getpwnam(USER).pw_uid
+    os.chown(path, uid, -1)
+    yield path
+
+
+def squeue(*args):
+    return subprocess.run(["squeue", "--noheader", *args], capture_output=True, text=True, check=True).stdout
+
+
+def production_partition_of(node, site):
+    for part in site["partitions"]:
+        if part["class"] == "production" and node in part["nodes"]:
+            return part["name"]
+    raise AssertionError("node %s is in no production partition" % node)
+
+
+def submit_production(jobs, site):
+    """As root, fill the nodes running half of alice's jobs with production work; return the prod job ids."""
+    by_node = {}
+    for job_id in jobs:
+        node = squeue("--jobs=" + job_id, "--format=%N").strip()
+        by_node.setdefault(node, []).append(job_id)
+    chosen, covered = [], 0
+    for node, ids in sorted(by_node.items(), key=lambda item: -len(item[1])):
+        if covered >= len(jobs) / 2:
+            break
+        chosen.append(node)
+        covered += len(ids)
+    assert chosen and "" not in chosen, "alice's jobs are not all running: %s" % by_node
+    cores = {n["NodeName"]: n["CPUs"] for group in site["node_groups"] for n in
+             [{"NodeName": name, "CPUs": group["cpus"]} for name in group["node_names"]]}
+    prod_ids = []
+    for node in chosen:
+        proc = subprocess.run(
+            ["sbatch", "--parsable", "-p", production_partition_of(node, site), "-w", node,
+             "-c", str(cores[node]), "--mem=1G", "-t", "5", "-J", "production", "-o", "/dev/null",
+             "--wrap", "sleep 45"], capture_output=True, text=True, check=True)
+        prod_ids.append(proc.stdout.strip().split(";")[0])
+    return prod_ids, covered
+
+
+def wait_until(predicate, timeout, step=1.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_burst_computation_survives_preemption_and_size_is_restored(site_env, workdir, lab_site):
+    site = validate(lab_site)
+    script = workdir / "script.py"
+    script.write_text(PREEMPTION_SCRIPT % {"workers": WORKERS})
+    os.chmod(script, 0o644)
+    proc = subprocess.Popen(["runuser", "-u", USER, "--", PYTHON, str(script), str(workdir)], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: (workdir / "jobs.json").exists() or proc.poll() is not None, 400), \
+            "no workers within 400 s"
+        assert proc.poll() is None, "client ended early:\n" + proc.communicate()[1][-4000:]
+        jobs = list(json.loads((workdir / "jobs.json").read_text()).values())
+        assert len(jobs) == WORKERS // 4  # four workers per job (forked from one process)
+        for line in squeue("--jobs=" + ",".join(jobs), "--format=%P|%q|%a|%u").splitlines():
+            assert line.split("|") == ["burst", "burst", "burst", USER]
+        prod_ids, preempted = submit_production(jobs, site)
+        assert preempted == len(jobs) // 2
+        assert wait_until(lambda: all(s == "RUNNING" for s in squeue(
+            "--jobs=" + ",".join(prod_ids), "--states=all", "--format=%T").split()), 180), \
+            "production jobs did not start: they should preempt burst jobs"
+        (workdir / "preempted").touch()
+        assert wait_until(lambda: not squeue("--jobs=" + ",".join(prod_ids), "--format=%i").strip(), 240)
+        (workdir / "production_ended").touch()
+        out_text, err_text = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = result_of(subprocess.CompletedProcess(proc.args, proc.returncode, out_text, err_text))
+    assert result["workers_before"] == WORKERS
+    assert result["done_when_preempted"] is False, "the computation ended before the preemption: no test"
+    assert result["error"] is None, result["error"]  # in particular no KilledWorker
+    assert result["equal"] is True
+    assert result["replaced"] + result["requeues"] >= len(jobs) // 2
+    assert result["workers_after"] == WORKERS, result["status"]
+    assert "KilledWorker" not in err_text
+
+
+def test_job_script_is_a_dask_jobqueue_script_on_the_burst_partition(site_env, workdir):
+    proc = as_user(PREAMBLE + r'''
+from daskhpc import BurstCluster
+with BurstCluster(progress=False) as cluster:
+    report(script=cluster.job_script(), scheduler=cluster.scheduler_address, link=cluster.dashboard_link)
+''', workdir, timeout=120)
+    result = result_of(proc)
+    script = result["script"]
+    for directive in ("#SBATCH -p burst", "#SBATCH -A burst", "#SBATCH --qos=burst", "#SBATCH --requeue",
+                      "#SBATCH -t 04:00:00", "#SBATCH --signal=B:TERM@"):
+        assert directive in script
+    assert "exec /opt/daskhpc/venv/bin/python -m daskhpc.worker " + result["scheduler"] in script
+    tls = Path("/home/%s/.daskhpc/tls/user.pem" % USER).exists()
+    assert result["scheduler"].startswith("tls://" if tls else "tcp://")
+    if tls:  # the worker gets alice's credential, and the identity-bound security is used
+        assert "--tls-cert /home/alice/.daskhpc/tls/user.pem" in script
+
+
+def test_requests_beyond_policy_fail_with_the_clear_message(site_env, workdir):
+    result = result_of(as_user(POLICY_SCRIPT, workdir, timeout=180))
+    assert "walltime=05:00:00 is too long: burst jobs may run at most 04:00:00" in result["walltime"]
+    for label in ("partition", "partition_long"):
+        assert "would change the partition" in result[label]
+    assert "would change the QOS" in result["qos"]
+    assert "would change the account" in result["account"]
+    assert "queue='prod'" in result["queue_kwarg"]
+    assert "cores=32 per job is too many" in result["cores"]
+    assert "64 workers" in result["scale"] and "at most 16 burst cores" in result["scale"]
+    assert result["requested_after_refusal"] == 0
+    for message in result.values():
+        if isinstance(message, str):
+            assert "burst policy" in message and "ask " in message
