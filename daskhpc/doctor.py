@@ -1,0 +1,248 @@
+"""``daskhpc doctor``: check this machine's Dask set-up for the current user; say how to fix what fails.
+
+Each check prints PASS or FAIL with what it found, and a fix for each failure.
+Exit status 0 when every check passes, 1 otherwise. ``--json`` prints the checks as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import grp
+import json
+import os
+import pwd
+import socket
+import stat
+import sys
+from dataclasses import asdict, dataclass
+
+from daskhpc import config as site
+from daskhpc.batch import run_sync
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+class Doctor:
+    """The checks, with the user, the configuration and the command runner injectable for tests."""
+
+    def __init__(self, config=None, user=None, run=run_sync, now=None):
+        self.config = site.site_config() if config is None else config
+        self.user = user or pwd.getpwuid(os.geteuid()).pw_name
+        self.run = run
+        self.now = now or datetime.datetime.now(datetime.timezone.utc)
+        self.contact = site.contact(self.config)
+
+    def checks(self):
+        results = [self.check_config()]
+        if not results[0].ok:
+            return results  # nothing else can be checked without the site's configuration
+        for check in (self.check_python, self.check_batch, self.check_groups, self.check_association,
+                      self.check_tls, self.check_interface, self.check_metrics_dir):
+            try:
+                results.append(check())
+            except Exception as exc:  # a broken check must not hide the others
+                results.append(Check(check.__name__[6:], False, "check failed: %s" % exc,
+                                     "report this to %s" % self.contact))
+        return results
+
+    # --- the checks ---------------------------------------------------------------------
+
+    def check_config(self):
+        try:
+            cfg = site.require_site(self.config)
+        except site.NotConfigured as exc:
+            return Check("site configuration", False, str(exc).split(". Fix:")[0],
+                         "ask %s to run the onprem.daskhpc.dask_client role on this machine (it writes %s)"
+                         % (self.contact, site.SITE_FILE))
+        return Check("site configuration", True, "%s: site %s, partition %s, QOS %s, account %s (from %s)" % (
+            "configured", cfg["site"], cfg["partition"], cfg["qos"], cfg["account"],
+            site.config_source() or "Dask config"))
+
+    def check_python(self):
+        python = self.config.get("python") or sys.executable
+        if not os.access(python, os.X_OK):
+            return Check("worker python", False, "%s is missing or not executable by %s" % (python, self.user),
+                         "ask %s to run the dask_client role on the compute nodes" % self.contact)
+        rc, _, err = self.run([python, "-c", "import daskhpc.worker"])
+        if rc != 0:
+            return Check("worker python", False, "%s cannot import daskhpc.worker: %s" % (python, err.strip()[-200:]),
+                         "ask %s to re-run the dask_client role (the environment is incomplete)" % self.contact)
+        return Check("worker python", True, "%s runs daskhpc.worker" % python)
+
+    def check_batch(self):
+        partition = self.config["partition"]
+        rc, out, err = self.run(["sinfo", "--noheader", "--partition=" + partition, "--format=%a|%D|%C"])
+        if rc != 0:
+            return Check("batch system", False, "sinfo failed: %s" % (err.strip() or "rc=%d" % rc),
+                         "the SLURM controller is not reachable from here: check `scontrol ping` and munge "
+                         "(`munge -n | unmunge`); if both fail, tell %s" % self.contact)
+        rows = [line.split("|") for line in out.split() if line]
+        if not rows:
+            return Check("batch system", False, "partition %s does not exist" % partition,
+                         "ask %s: the site configuration names a partition SLURM does not have" % self.contact)
+        avail, nodes, cpus = rows[0][:3]
+        if avail != "up":
+            return Check("batch system", False, "partition %s is %s" % (partition, avail),
+                         "wait until %s brings the partition back up" % self.contact)
+        return Check("batch system", True, "partition %s is up: %s nodes, CPUs allocated/idle/other/total %s"
+                     % (partition, nodes, cpus))
+
+    def user_groups(self):
+        entry = pwd.getpwnam(self.user)
+        return sorted({grp.getgrgid(gid).gr_name for gid in os.getgrouplist(self.user, entry.pw_gid)})
+
+    def check_groups(self):
+        allowed = self.config.get("allowed-groups") or []
+        groups = self.user_groups()
+        if not allowed:
+            return Check("burst access", True, "the partition names no groups (everyone may use it)")
+        shared = sorted(set(groups) & set(allowed))
+        if not shared:
+            return Check("burst access", False, "%s is in %s, none of the allowed groups %s"
+                         % (self.user, ", ".join(groups) or "no groups", ", ".join(allowed)),
+                         "ask %s to add you to one of these directory groups: %s (SLURM picks up membership "
+                         "within a few minutes)" % (self.contact, ", ".join(allowed)))
+        return Check("burst access", True, "%s is in %s (allowed: %s)" % (self.user, ", ".join(shared),
+                                                                            ", ".join(allowed)))
+
+    def check_association(self):
+        account, qos = self.config["account"], self.config["qos"]
+        rc, out, err = self.run(["sacctmgr", "--noheader", "--parsable2", "show", "associations",
+                                 "where", "user=" + self.user, "account=" + account, "format=User,Account,QOS"])
+        if rc != 0:
+            return Check("burst association", False, "sacctmgr failed: %s" % err.strip(),
+                         "the accounting daemon (slurmdbd) is not reachable; tell %s" % self.contact)
+        rows = [line.split("|") for line in out.splitlines() if line.strip()]
+        if not rows:
+            return Check("burst association", False, "%s has no association with account %s" % (self.user, account),
+                         "associations follow directory group membership; ask %s to add you to an allowed group "
+                         "(then the site's sync adds the association)" % self.contact)
+        qos_list = rows[0][2].split(",") if len(rows[0]) > 2 else []
+        if qos not in qos_list:
+            return Check("burst association", False, "association %s/%s lacks QOS %s (has: %s)"
+                         % (self.user, account, qos, ",".join(qos_list) or "none"),
+                         "ask %s to re-run the access sync" % self.contact)
+        return Check("burst association", True, "%s may submit with account %s and QOS %s" % (self.user, account, qos))
+
+    def check_tls(self):
+        mode = site.tls_mode(self.config)
+        paths = site.tls_paths(self.config)
+        missing = [key for key in ("ca", "cert", "key") if not (paths[key] and os.access(paths[key], os.R_OK))]
+        if missing:
+            detail = "missing or unreadable: %s" % ", ".join("%s (%s)" % (k, paths[k]) for k in missing)
+            if mode != "required":
+                return Check("certificates", True, "TLS is optional here; " + detail)
+            return Check("certificates", False, detail,
+                         "user credentials are issued to members of the burst groups and renewed automatically; "
+                         "ask %s to run the site's user_credentials playbook" % self.contact)
+        key_mode = stat.S_IMODE(os.stat(paths["key"]).st_mode)
+        if key_mode & 0o077:
+            return Check("certificates", False, "your key %s is readable by others (mode %04o)"
+                         % (paths["key"], key_mode), "chmod 600 %s" % paths["key"])
+        from cryptography import x509
+
+        with open(paths["cert"], "rb") as handle:
+            cert = x509.load_pem_x509_certificate(handle.read())
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        cn = names[0].value if names else None
+        if cn != self.user:
+            return Check("certificates", False, "your certificate is for %r, not %s" % (cn, self.user),
+                         "ask %s to reissue your credential" % self.contact)
+        not_after = cert.not_valid_after_utc
+        left = not_after - self.now
+        if left.total_seconds() <= 0:
+            return Check("certificates", False, "your certificate expired on %s" % not_after.isoformat(),
+                         "credentials renew automatically; ask %s to run the user_credentials playbook"
+                         % self.contact)
+        if not self._issued_by_site_ca(cert, paths["ca"]):
+            return Check("certificates", False, "your certificate is not signed by the site CA in %s" % paths["ca"],
+                         "ask %s to reissue your credential" % self.contact)
+        soon = " (renewal due soon)" if left < datetime.timedelta(days=1) else ""
+        return Check("certificates", True, "CN=%s, valid until %s, %d h left%s" % (
+            cn, not_after.strftime("%Y-%m-%d %H:%M UTC"), left.total_seconds() // 3600, soon))
+
+    @staticmethod
+    def _issued_by_site_ca(cert, ca_file):
+        from cryptography import x509
+
+        with open(ca_file, "rb") as handle:
+            cas = x509.load_pem_x509_certificates(handle.read())
+        for ca in cas:
+            try:
+                cert.verify_directly_issued_by(ca)
+                return True
+            except Exception:
+                continue
+        return False
+
+    def check_interface(self):
+        interface = self.config.get("interface")
+        host = "0.0.0.0"
+        if interface:
+            import psutil
+
+            addrs = [a.address for a in psutil.net_if_addrs().get(interface, []) if a.family == socket.AF_INET]
+            if not addrs:
+                return Check("connectivity", False, "network interface %s has no IPv4 address here" % interface,
+                             "the site configuration names interface %s; ask %s which one to use on this machine"
+                             % (interface, self.contact))
+            host = addrs[0]
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, 0))
+                sock.listen(1)
+                port = sock.getsockname()[1]
+                with socket.create_connection((host, port), timeout=5):
+                    pass
+            except OSError as exc:
+                return Check("connectivity", False, "cannot listen and connect on %s: %s" % (host, exc),
+                             "the scheduler must accept connections from compute nodes; ask %s about the "
+                             "firewall" % self.contact)
+        return Check("connectivity", True, "the scheduler can listen on %s (%s)" % (host, interface or "any"))
+
+    def check_metrics_dir(self):
+        path = self.config.get("metrics-targets-dir")
+        if not path:
+            return Check("metrics discovery", True, "no discovery directory configured")
+        if not os.path.isdir(path):
+            return Check("metrics discovery", False, "%s does not exist: Prometheus will not find your clusters"
+                         % path, "ask %s to run the site's metrics playbook" % self.contact)
+        if not os.access(path, os.W_OK | os.X_OK):
+            return Check("metrics discovery", False, "%s is not writable by %s" % (path, self.user),
+                         "ask %s to make it mode 1777" % self.contact)
+        return Check("metrics discovery", True, "clusters register in %s" % path)
+
+
+def render(results, user, config):
+    lines = ["daskhpc doctor: site %s, user %s" % (config.get("site") or "?", user)]
+    for check in results:
+        lines.append("%s  %-18s %s" % ("PASS" if check.ok else "FAIL", check.name, check.detail))
+        if not check.ok and check.fix:
+            lines.append("      %-18s fix: %s" % ("", check.fix))
+    failed = sum(1 for c in results if not c.ok)
+    lines.append("%d passed, %d failed" % (len(results) - failed, failed))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="daskhpc doctor", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    args = parser.parse_args(argv)
+    doctor = Doctor()
+    results = doctor.checks()
+    if args.json:
+        print(json.dumps([asdict(c) for c in results], indent=2))
+    else:
+        print(render(results, doctor.user, doctor.config))
+    return 0 if all(c.ok for c in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
