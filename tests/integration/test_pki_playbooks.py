@@ -138,3 +138,26 @@ def test_no_key_material_or_passphrase_in_vvv_output(tmp_path):
     for key in keys:
         body = "".join(key.read_text().splitlines()[1:-1])
         assert body[:40] not in output and base64.b64encode(key.read_bytes()).decode()[:40] not in output
+
+
+def test_slapd_serves_ldaps_with_the_issued_certificate():
+    """slapd (LDAP helper's ldap_server role) uses /etc/daskhpc/tls/slapd.pem; clients verify it against the bundle."""
+    import socket
+    import ssl
+
+    import ldap3
+
+    try:
+        socket.create_connection(("127.0.0.1", 636), timeout=3).close()
+    except OSError:
+        pytest.skip("slapd is not serving LDAPS yet (run playbooks/identity.yml)")
+    ctx = ssl.create_default_context(cafile="/etc/daskhpc/tls/ca.pem")
+    with socket.create_connection(("127.0.0.1", 636), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    assert served.serial_number == serial("/etc/daskhpc/tls/slapd.pem")
+    server = ldap3.Server("ldaps://127.0.0.1:636", use_ssl=True,
+                          tls=ldap3.Tls(ca_certs_file="/etc/daskhpc/tls/ca.pem", validate=ssl.CERT_REQUIRED))
+    with ldap3.Connection(server, "cn=reader,dc=lab,dc=daskhpc", "lab-ldap-reader-not-secret",
+                          auto_bind=True) as conn:
+        assert conn.extend.standard.who_am_i()
