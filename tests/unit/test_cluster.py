@@ -175,3 +175,32 @@ def test_lifetime_ends_before_walltime():
     assert args == ["--lifetime", "3240s", "--lifetime-stagger", "180s"] and margin == 180
     args, margin = lifetime_args(10, 30)  # short jobs keep the grace time plus a minute as margin
     assert margin == 90 and int(args[1][:-1]) + int(args[3][:-1]) + margin <= 600
+
+
+def test_jupyter_repr_carries_the_progress_line(cluster):
+    cluster.progress.update("3/16 workers, 13 jobs pending: Resources")
+    html = cluster._repr_html_()
+    assert "Burst status:</strong> 3/16 workers, 13 jobs pending: Resources" in html
+    assert cluster.status_text() == "3/16 workers, 13 jobs pending: Resources"
+
+
+def test_site_file_written_by_the_role_is_what_dask_reads(tmp_path, monkeypatch):
+    import dask.config
+
+    from ansible_collections.onprem.daskhpc.plugins.filter.dask_client import dask_client_config
+    from daskhpc import config as site
+
+    with open(REPO / "inventories/lab/group_vars/all/site.yml") as handle:
+        content = dask_client_config(yaml.safe_load(handle)["daskhpc_site"], {"ca": "/ca.pem", "cert": "~/u.pem",
+                                                                                "key": "~/u.key"}, "help@x")
+    (tmp_path / "daskhpc.yaml").write_text(yaml.safe_dump(content))
+    merged = dask.config.collect(paths=[str(tmp_path)])
+    defaults = {"daskhpc": site.defaults()}
+    cfg = dask.config.merge(defaults, merged)["daskhpc"]
+    assert (cfg["partition"], cfg["qos"], cfg["account"], cfg["site"]) == ("burst", "burst", "burst", "lab")
+    assert cfg["workers-per-job"] == 4  # package default kept where the site file is silent
+    assert site.tls_mode(cfg) == "required"
+    assert site.tls_paths(cfg)["cert"] == str(Path("~/u.pem").expanduser())
+    assert cfg["limits"] == {"max-cores-per-user": 16, "max-jobs-per-user": 32, "max-cores-burst": 24,
+                             "max-cores-per-job": 8, "max-memory-per-job": "32000MiB"}
+    assert cfg["contact"] == "help@x"
