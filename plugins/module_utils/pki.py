@@ -30,6 +30,7 @@ import pwd
 import re
 import tempfile
 
+import cryptography
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,6 +81,16 @@ class PkiError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__("%s. Fix: %s" % (problem, fix))
+
+
+def require_cryptography():
+    """The *_utc datetime accessors this code uses arrived in cryptography 42."""
+    major = int(cryptography.__version__.split(".")[0])
+    if major < 42:
+        raise PkiError("cryptography %s is too old for the CA (42 or newer is needed; Debian 12 ships 38)"
+                       % cryptography.__version__,
+                       "install a newer cryptography with pip into the Python Ansible uses on the CA host "
+                       "(ansible_python_interpreter)")
 
 
 def utcnow():
@@ -405,6 +416,7 @@ def ensure_ca(ca_dir, name, passphrase, *, key_type="ecdsa-p256", root_days=3650
     if not passphrase or len(passphrase) < 12:
         raise PkiError("the CA passphrase is missing or shorter than 12 characters",
                        "set a long passphrase in the vault (e.g. daskhpc_ca_passphrase)")
+    require_cryptography()
     now = now or utcnow()
     paths = ca_paths(ca_dir)
     actions = plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days, now)
@@ -450,6 +462,7 @@ class IssuingCA:
     """The loaded issuing intermediate: what every leaf is signed with."""
 
     def __init__(self, ca_dir, passphrase, now=None):
+        require_cryptography()
         self.ca_dir = ca_dir
         self.paths = ca_paths(ca_dir)
         now = now or utcnow()
