@@ -62,8 +62,7 @@ def partition_rules(report):
     parts = report["partitions"]
     qos = {q["name"]: q for q in report["qos"]}
     for p in parts:
-        tier = p["priority_tier_scheduler"] if p["in_scheduler"] else p["priority_tier_model"]
-        p["_tier"], p["_nodes"] = tier, _nodes(p["nodes"])
+        p["_nodes"] = _nodes(p["nodes"])
     for p in (p for p in parts if p["class"] == "production"):
         mode = p["preempt_mode_scheduler"]
         if p["in_scheduler"] and mode and mode.upper() != "OFF":
@@ -76,13 +75,17 @@ def partition_rules(report):
         for q in parts:
             if q is p or q["class"] == "production" or not (p["_nodes"] & q["_nodes"]):
                 continue
-            if isinstance(tier, int) and isinstance(q["_tier"], int) and q["_tier"] >= tier:
+            # Judge the running scheduler and the model as written: either may be the one that is wrong.
+            sides = (("priority_tier_scheduler", "scheduler"), ("priority_tier_model", "site model"))
+            inverted = ["%s vs %s in the %s" % (q[key], p[key], where) for key, where in sides
+                        if isinstance(p[key], int) and isinstance(q[key], int) and q[key] >= p[key]]
+            if inverted:
                 out.append(_finding("preemptable-production", "critical", "%s<-%s" % (p["name"], q["name"]),
                                     "A production partition can be preempted",
-                                    "%s partition %s has PriorityTier %d, not below production partition %s's "
-                                    "%d on shared nodes: its jobs are scheduled ahead of production and, under "
+                                    "%s partition %s's PriorityTier is not below production partition %s's on "
+                                    "shared nodes (%s): its jobs are scheduled ahead of production and, under "
                                     "preempt/partition_prio, may preempt it"
-                                    % (q["class"], q["name"], q["_tier"], p["name"], tier),
+                                    % (q["class"], q["name"], p["name"], "; ".join(inverted)),
                                     "give %s a lower priority_tier than %s (defaults: burst 1, production 10)"
                                     % (q["name"], p["name"]), "partitions"))
     for p in (p for p in parts if p["class"] == "burst" and p["in_scheduler"]):
@@ -126,7 +129,6 @@ def partition_rules(report):
                                 "A partition of the site model is not configured",
                                 "partition %s is in daskhpc_site but the scheduler does not know it" % p["name"],
                                 "re-run playbooks/slurm.yml", "partitions"))
-        p.pop("_tier", None)
         p.pop("_nodes", None)
     for q in report["qos"]:
         if not (q["in_model"] and q["in_scheduler"]):

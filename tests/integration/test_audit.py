@@ -94,7 +94,8 @@ def test_planted_preemptable_production_partition_shows_with_its_severity(lab, l
     found = {f["id"]: f for f in data["findings"]}
     assert found["preemptable-production:prod<-burst"]["severity"] == "critical"
     assert data["findings"][0]["severity"] == "critical"
-    assert "preemptable-production:prod&lt;-burst" in (tmp_path / "out" / "audit-report.html").read_text()
+    row = '<td class="sev-critical">critical</td><td>preemptable-production</td><td>prod&lt;-burst</td>'
+    assert row in (tmp_path / "out" / "audit-report.html").read_text()
 
 
 # --- the HTML in a real browser ---------------------------------------------------------
