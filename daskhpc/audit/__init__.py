@@ -235,7 +235,8 @@ def parser():
     p.add_argument("--site-model", help="YAML/JSON file holding daskhpc_site, or an inventory directory")
     p.add_argument("--output", default="reports", help="directory for the reports (default: reports)")
     p.add_argument("--since", help="start of the usage period, ISO date or time (default: 30 days before --until)")
-    p.add_argument("--until", help="end of the period, also when certificates are judged (default: this hour)")
+    p.add_argument("--until", help="end of the period, also when certificates are judged (default: the next "
+                   "whole hour)")
     p.add_argument("--formats", default=",".join(FORMATS), help="comma list of %s" % ",".join(FORMATS))
     p.add_argument("--facts", help="JSON bundle of gathered inputs (written by playbooks/audit.yml)")
     p.add_argument("--host-facts", help="JSON {host: facts} from daskhpc/audit/probe.py host")

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from daskhpc.audit import certs as certmod
 from daskhpc.audit import findings as findmod
 from daskhpc.audit import licences as licmod
-from daskhpc.audit import parse
+from daskhpc.audit import parse, probe
 from daskhpc.model import site_model
 
 SCHEMA_VERSION = "1.0"
@@ -450,11 +450,10 @@ def _int(value):
         return None
 
 
-def default_period(now=None):
-    """The last 30 days up to the current whole hour (local time, as sacct prints it)."""
-    now = now or datetime.now()
-    until = now.replace(minute=0, second=0, microsecond=0)
-    return until - timedelta(days=30), until
+def default_period():
+    """probe.default_period as datetimes: 30 days up to the next whole hour."""
+    since, until = probe.default_period()
+    return datetime.fromisoformat(since), datetime.fromisoformat(until)
 
 
 def collect(inputs):

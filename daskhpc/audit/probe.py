@@ -167,8 +167,12 @@ QOS_FIELDS = "Name,Priority,Preempt,PreemptMode,GraceTime,MaxTRESPU,MaxJobsPU,Ma
 
 
 def default_period(days=30):
-    """The last `days` days up to the current whole hour, in local time as sacct prints it."""
-    until = datetime.now().replace(minute=0, second=0, microsecond=0)
+    """The `days` days up to the next whole hour, in local time as sacct prints it.
+
+    Rounding up keeps reports of the same state identical within the hour, and counts
+    everything issued or run so far (certificates are judged up to an hour early).
+    """
+    until = datetime.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return (until - timedelta(days=days)).isoformat(), until.isoformat()
 
 
