@@ -55,10 +55,11 @@ with BurstCluster(workers=%(workers)d, memory="4GiB") as cluster, cluster.get_cl
     out["workers_before"] = len(info["workers"])
     out["scheduler"] = cluster.scheduler_address
     out["job_script"] = cluster.job_script()
-    x = da.random.RandomState(42).random((8000, 400), chunks=(25, 400))
+    # Integers, so that "equal" means exactly equal whatever the order of the sums.
+    x = da.random.RandomState(42).randint(0, 1000, size=(8000, 400), chunks=(25, 400))
     local_x = x.compute(scheduler="sync")
     y = x.map_blocks(slow).persist()                       # data living on the workers
-    future = client.compute(y.sum(axis=0) + y.map_blocks(slow).mean(axis=0))
+    future = client.compute(y.sum(axis=0) + y.map_blocks(slow).sum(axis=0))
     time.sleep(6)
     jobs = {name: job.job_id for name, job in cluster.workers.items()}
     (HERE / "jobs.json").write_text(json.dumps(jobs))
@@ -66,7 +67,7 @@ with BurstCluster(workers=%(workers)d, memory="4GiB") as cluster, cluster.get_cl
     out["done_when_preempted"] = future.done()
     try:
         result = future.result()
-        local = (local_x * 2 + 1).sum(axis=0) + ((local_x * 2 + 1) * 2 + 1).mean(axis=0)
+        local = (local_x * 2 + 1).sum(axis=0) + ((local_x * 2 + 1) * 2 + 1).sum(axis=0)
         out["equal"] = bool(np.array_equal(result, local))
         out["error"] = None
     except Exception as exc:
