@@ -4,7 +4,17 @@
 
 from __future__ import annotations
 
-from .sacctmgr import Sacctmgr, diff_settings, norm_duration, norm_int, norm_folded, norm_list, norm_text, norm_tres, state_view
+from .sacctmgr import (
+    Sacctmgr,
+    diff_settings,
+    norm_duration,
+    norm_folded,
+    norm_int,
+    norm_list,
+    norm_text,
+    norm_tres,
+    state_view,
+)
 
 # option name -> (sacctmgr set key, sacctmgr format field, normaliser)
 QOS_FIELDS = {
