@@ -64,6 +64,13 @@ def _expand_nodes(expr):
         return [expr]
 
 
+def short_reason(reason):
+    """A pending reason fit for a label: slurmctld sometimes sends a sentence with job-specific
+    details in parentheses ("Job's QOS not permitted to use this partition (burst allows ...)");
+    keep the sentence, drop the details, so the label's values stay few."""
+    return re.sub(r"\s*\(.*\)\s*$", "", reason.strip())[:64]
+
+
 def parse_squeue(text):
     """Jobs from ``squeue -h -o SQUEUE_FORMAT`` output."""
     jobs = []
@@ -80,7 +87,7 @@ def parse_squeue(text):
             state=state,
             user=user,
             cpus=int(cpus) if cpus.isdigit() else 0,
-            reason=reason if state == "pending" else "",
+            reason=short_reason(reason) if state == "pending" else "",
             nodes=_expand_nodes(nodes) if state != "pending" else [],
             count=array_task_count(job_id),
         ))

@@ -362,3 +362,41 @@ def test_once_prints_a_scrape(tmp_path, slurm_bin, capsys):
                       % slurm_bin)
     assert main(["--config", str(config), "--once"]) == 0
     assert "daskhpc_partition_cores{partition=\"prod\",state=\"allocated\"} 24.0" in capsys.readouterr().out
+
+
+# --- output recorded on the lab (SLURM 22.05), checked against squeue -r / sinfo per partition ---
+
+
+def test_lab_recording_matches_slurms_own_per_partition_counts(tmp_path):
+    """lab-*.txt were recorded together with `sinfo -o '%R|%C'` (prod 32/0/0/32, bigmem 0/16/0/16,
+    burst 32/16/0/48) and `squeue -r --states=all -o '%P|%T' | sort | uniq -c` (prod: 1000 pending,
+    1 running, 1 cancelled; burst: 2 pending, 2 cancelled)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in ("squeue", "sinfo", "sdiag", "sacct"):
+        script = bin_dir / command
+        script.write_text("#!/bin/sh\ncat %s\n" % os.path.join(DATA, "lab-%s.txt" % command))
+        script.chmod(0o755)
+    samples = scrape(build_registry(dict(CONFIG, slurm_bin_dir=str(bin_dir))))
+    expected_cores = {"prod": (32, 0, 0), "bigmem": (0, 16, 0), "burst": (32, 16, 0)}
+    for partition, (alloc, idle, other) in expected_cores.items():
+        assert value(samples, "daskhpc_partition_cores", partition=partition, state="allocated") == alloc
+        assert value(samples, "daskhpc_partition_cores", partition=partition, state="idle") == idle
+        assert value(samples, "daskhpc_partition_cores", partition=partition, state="other") == other
+    assert value(samples, "daskhpc_jobs", partition="prod", state="pending") == 1000
+    assert value(samples, "daskhpc_jobs", partition="prod", state="running") == 1
+    assert value(samples, "daskhpc_jobs", partition="prod", state="cancelled") == 1
+    assert value(samples, "daskhpc_jobs", partition="burst", state="pending") == 2
+    assert value(samples, "daskhpc_jobs", partition="burst", state="cancelled") == 2
+    # the sentence slurmctld sent is kept, its job-specific details are not
+    assert value(samples, "daskhpc_jobs_pending", partition="burst",
+                 reason="Job's QOS not permitted to use this partition") == 2
+    assert value(samples, "daskhpc_production_jobs_pending_behind_burst", partition="prod") == 0
+    assert value(samples, "daskhpc_slurm_server_threads") >= 1
+    assert value(samples, "daskhpc_cluster_cores", state="allocated") == 32
+
+
+def test_lab_sacct_recording_yields_preemptions():
+    events = parse_sacct_preemptions(recorded("lab-sacct.txt"))
+    assert len(events) == len(recorded("lab-sacct.txt").splitlines()) >= 1
+    assert {e.partition for e in events} == {"burst"}
