@@ -234,6 +234,11 @@ def _short(exc):
     return text if len(text) < 300 else text[:300] + "..."
 
 
+def close(conn):
+    """Unbind, ignoring errors (the connection may already be broken)."""
+    _close(conn)
+
+
 def _close(conn):
     try:
         conn.unbind()
