@@ -320,16 +320,29 @@ class CertificateCollector:
             return False
         key = (info.st_mtime_ns, info.st_size)
         if key != self._cache_key:
-            entries = []
+            # The ledger is append-only: an "issued" line per certificate, and a later "revoked"
+            # line (same serial) when one is revoked. Fold by serial, as the CA does.
+            folded = {}
             with open(self.path, encoding="utf-8") as handle:
                 for number, line in enumerate(handle, 1):
                     if not line.strip():
                         continue
                     try:
-                        entry = json.loads(line)
-                        entries.append((entry, _epoch(entry.get("not_after")), _epoch(entry.get("revoked_at"))))
-                    except ValueError as exc:
+                        record = json.loads(line)
+                        serial = str(record.get("serial", ""))
+                        if record.get("event") == "revoked":
+                            folded.setdefault(serial, {"serial": serial})["revoked_at"] = record.get("revoked_at")
+                        else:
+                            revoked_at = folded.get(serial, {}).get("revoked_at")
+                            folded[serial] = dict(record, revoked_at=record.get("revoked_at") or revoked_at)
+                    except (ValueError, AttributeError) as exc:
                         self.stats.error("ledger", "%s line %d: %s" % (self.path, number, exc))
+            entries = []
+            for serial, entry in folded.items():
+                try:
+                    entries.append((entry, _epoch(entry.get("not_after")), _epoch(entry.get("revoked_at"))))
+                except ValueError as exc:
+                    self.stats.error("ledger", "%s serial %s: %s" % (self.path, serial, exc))
             self._cache_key, self._entries = key, entries
         return True
 

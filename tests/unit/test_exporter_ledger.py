@@ -45,6 +45,10 @@ def test_newest_unrevoked_certificate_per_subject(tmp_path):
         entry("03", "CN=prometheus", "service", "2024-06-01T00:00:00+00:00", revoked_at="2024-04-02T00:00:00Z"),
         entry("04", "CN=alice", "user", 1714000000),  # expired a week ago: still shown
         entry("05", "CN=bob", "user", 1700000000),  # expired months ago: forgotten
+        entry("06", "CN=carol", "user", "2024-05-20T00:00:00Z"),
+        # revocations are appended as their own lines (the CA's ledger is append-only)
+        {"event": "revoked", "serial": "06", "revoked_at": "2024-04-20T00:00:00Z",
+         "revocation_reason": "keyCompromise"},
     ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
     samples = scrape(path)
@@ -54,7 +58,8 @@ def test_newest_unrevoked_certificate_per_subject(tmp_path):
     assert "CN=prometheus" not in expiry
     assert expiry["CN=alice"] == ("04", 1714000000.0)
     assert "CN=bob" not in expiry
-    assert samples[("daskhpc_certificates", frozenset({("state", "revoked")}))] == 1
+    assert "CN=carol" not in expiry
+    assert samples[("daskhpc_certificates", frozenset({("state", "revoked")}))] == 2
     assert samples[("daskhpc_certificates", frozenset({("state", "expired")}))] == 2
     assert samples[("daskhpc_certificates", frozenset({("state", "valid")}))] == 2
     # the broken line is counted as an error, the rest is still read
