@@ -22,6 +22,7 @@ Configuration comes from a YAML file the ``slurm_exporter`` role writes from the
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -51,8 +52,17 @@ DEFAULTS = {
     "slurm_bin_dir": "",
 }
 
-#: scheduler name (site model ``scheduler``) -> BatchSource subclass. PBS adds "pbs" here.
-SOURCES = {"slurm": SlurmSource}
+#: scheduler name (site model ``scheduler``) -> BatchSource subclass, or "module:Class" imported
+#: on first use (so a SLURM site never imports the PBS source and vice versa).
+SOURCES = {"slurm": SlurmSource, "pbs": "daskhpc.pbs_exporter:PbsSource"}
+
+
+def source_class(scheduler):
+    found = SOURCES[scheduler]
+    if isinstance(found, str):
+        module, _, name = found.partition(":")
+        found = SOURCES[scheduler] = getattr(importlib.import_module(module), name)
+    return found
 
 __all__ = ["SOURCES", "BatchCollector", "BatchSource", "BatchSystemError", "CertificateCollector",
            "ClusterState", "Job", "Node", "Preemption", "build_registry", "load_config", "main"]
@@ -87,7 +97,7 @@ def build_registry(config, source=None):
     """A registry holding the batch, ledger, self-monitoring and process collectors."""
     registry = CollectorRegistry(auto_describe=False)
     stats = ExporterStats()
-    source = source or SOURCES[config["scheduler"]](config)
+    source = source or source_class(config["scheduler"])(config)
     registry.register(BatchCollector(source, config, stats))
     if config.get("ledger_path"):
         registry.register(CertificateCollector(config["ledger_path"], stats))

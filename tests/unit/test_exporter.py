@@ -400,3 +400,12 @@ def test_lab_sacct_recording_yields_preemptions():
     events = parse_sacct_preemptions(recorded("lab-sacct.txt"))
     assert len(events) == len(recorded("lab-sacct.txt").splitlines()) >= 1
     assert {e.partition for e in events} == {"burst"}
+
+
+def test_pbs_source_is_found_by_scheduler_name():
+    from daskhpc.exporter import source_class
+    from daskhpc.exporter_source import BatchSource
+
+    assert source_class("slurm") is SlurmSource
+    assert issubclass(source_class("pbs"), BatchSource)
+    assert source_class("pbs").scheduler == "pbs"
