@@ -259,3 +259,34 @@ def test_requests_beyond_policy_fail_with_the_clear_message(site_env, workdir):
     for message in result.values():
         if isinstance(message, str):
             assert "burst policy" in message and "ask " in message
+
+
+LIFETIME_SCRIPT = PREAMBLE + r'''
+from daskhpc import BurstCluster
+# walltime 3 min: workers retire after 81-90 s (walltime - margin 90 s - stagger 9 s), before SLURM's limit
+with BurstCluster(walltime="00:03:00", memory="4GiB") as cluster, cluster.get_client() as client:
+    cluster.adapt(minimum=4, maximum=4)
+    client.wait_for_workers(4, timeout=300)
+    first = {name: job.job_id for name, job in cluster.workers.items()}
+    deadline = time.time() + 300
+    while time.time() < deadline and (set(cluster.workers) & set(first)
+                                      or len(client.scheduler_info()["workers"]) < 4):
+        time.sleep(2)
+    answer = client.submit(sum, range(10)).result(timeout=120)
+    report(first=first, now={name: job.job_id for name, job in cluster.workers.items()},
+           workers=len(client.scheduler_info()["workers"]), replaced=cluster.replaced, answer=answer,
+           script=cluster.job_script())
+'''
+
+
+def test_adapt_keeps_its_size_when_workers_reach_their_lifetime(site_env, workdir):
+    """dask-jobqueue #691: workers retired by --lifetime are replaced, under adapt too."""
+    result = result_of(as_user(LIFETIME_SCRIPT, workdir, timeout=600))
+    assert "#SBATCH -t 00:03:00" in result["script"] and "--lifetime 81s" in result["script"]
+    assert len(result["first"]) == 1 and result["replaced"] >= 1
+    assert not set(result["first"].values()) & set(result["now"].values())
+    assert result["workers"] == 4 and result["answer"] == 45
+    states = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
+                             "--jobs=" + ",".join(result["first"].values()), "--format=State"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert states and all(state == "COMPLETED" for state in states), states  # retired, not killed at TIMEOUT
