@@ -532,8 +532,10 @@ def slurm_partitions(model):
             fields["QOS"] = model["burst"]["qos"]
             fields["AllowQos"] = model["burst"]["qos"]
         else:
-            # Nothing may ever preempt production work.
+            # Nothing may ever preempt production work, and burst's account and QOS stay off it.
             fields["PreemptMode"] = "OFF"
+            fields["DenyAccounts"] = model["burst"]["account"]
+            fields["DenyQos"] = model["burst"]["qos"]
         lines.append(fields)
     return lines
 

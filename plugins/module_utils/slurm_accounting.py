@@ -83,8 +83,7 @@ def ensure(module, entity, fields, key_field="name"):
         settings = diff_settings(fields, current, wanted)
         if settings:
             mgr.modify(entity, {"name": name}, settings)
-    after = dict(before)
-    after.update({opt: wanted[opt] for opt in fields if wanted[opt] is not None})
+    after = _after(before, fields, settings)
     return _result(recorder, before if current else {}, after, after)
 
 
@@ -118,9 +117,17 @@ def ensure_account(module):
         if settings:
             mgr.modify("account", {"name": name} if not params.get("cluster") else
                        {"name": name, "cluster": params["cluster"]}, settings)
-    after = dict(before)
-    after.update({opt: val for opt, val in wanted.items() if val is not None})
+    after = _after(before, dict(ACCOUNT_FIELDS, **ACCOUNT_ASSOC_FIELDS), settings)
     return _result(recorder, before, after, after)
+
+
+def _after(before, fields, settings):
+    """The record as it will read after the change: only the fields being set differ from before."""
+    after = dict(before)
+    for option, (set_key, _, _) in fields.items():
+        if set_key in settings:
+            after[option] = settings[set_key]
+    return after
 
 
 def _result(recorder, before, after, state):

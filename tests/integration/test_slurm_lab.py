@@ -57,6 +57,8 @@ def test_partitions_carry_the_isolation_settings(lab, lab_site):
     assert parts["prod"]["Default"] == "YES"
     for name in ("prod", "bigmem"):
         assert parts[name]["PreemptMode"] == "OFF"
+        assert parts[name]["DenyAccounts"] == "burst"
+        assert parts[name]["DenyQos"] == "burst"
     burst = parts["burst"]
     assert burst["PreemptMode"] == "REQUEUE"
     assert int(burst["PriorityTier"]) < min(int(parts[p]["PriorityTier"]) for p in ("prod", "bigmem"))
@@ -107,6 +109,12 @@ def test_burst_partition_refuses_other_qos(lab):
               user="alice", check=False)
     assert proc.returncode != 0
     assert "qos" in proc.stderr.lower()
+
+
+def test_burst_account_cannot_run_in_production(lab):
+    proc = sh("sbatch", "--parsable", "-p", "prod", "-A", "burst", "-q", "burst", "--wrap", "sleep 1",
+              user="alice", check=False)
+    assert proc.returncode != 0
 
 
 def test_second_converge_changes_nothing(lab):
