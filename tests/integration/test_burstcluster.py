@@ -229,9 +229,13 @@ def test_burst_computation_survives_preemption_and_size_is_restored(site_env, wo
 
 def test_job_script_is_a_dask_jobqueue_script_on_the_burst_partition(site_env, workdir):
     proc = as_user(PREAMBLE + r'''
+import urllib.request
 from daskhpc import BurstCluster
 with BurstCluster(progress=False) as cluster:
-    report(script=cluster.job_script(), scheduler=cluster.scheduler_address, link=cluster.dashboard_link)
+    with urllib.request.urlopen(cluster.dashboard_link.replace("/status", "/metrics"), timeout=30) as page:
+        metrics = page.read().decode()
+    report(script=cluster.job_script(), scheduler=cluster.scheduler_address, link=cluster.dashboard_link,
+           metrics=metrics)
 ''', workdir, timeout=120)
     result = result_of(proc)
     script = result["script"]
@@ -243,6 +247,22 @@ with BurstCluster(progress=False) as cluster:
     assert result["scheduler"].startswith("tls://" if tls else "tcp://")
     if tls:  # the worker gets alice's credential, and the identity-bound security is used
         assert "--tls-cert /home/alice/.daskhpc/tls/user.pem" in script
+    # Dask's own Prometheus metrics on the dashboard port
+    assert "dask_scheduler_workers" in result["metrics"] and "dask_scheduler_clients" in result["metrics"]
+
+
+def test_doctor_passes_for_a_data_scientist_and_says_what_to_fix_for_others(site_env):
+    ok = subprocess.run(["runuser", "-u", USER, "--", "/opt/daskhpc/venv/bin/daskhpc", "doctor"], cwd="/tmp",
+                        capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.splitlines()[-1] == "8 passed, 0 failed"
+    denied = subprocess.run(["runuser", "-u", "mallory", "--", "/opt/daskhpc/venv/bin/daskhpc", "doctor", "--json"],
+                            cwd="/tmp", capture_output=True, text=True, timeout=120, check=False)
+    assert denied.returncode == 1
+    checks = {c["name"]: c for c in json.loads(denied.stdout)}
+    assert not checks["burst access"]["ok"] and "datasci" in checks["burst access"]["fix"]
+    assert not checks["burst association"]["ok"]
+    assert checks["batch system"]["ok"] and checks["site configuration"]["ok"]
 
 
 def test_requests_beyond_policy_fail_with_the_clear_message(site_env, workdir):
