@@ -102,8 +102,9 @@ def sh(*argv, user=None, check=True, timeout=120, env=None, input=None):
     """Run a command, optionally as another (directory) user through runuser; return stdout."""
     if user is not None:
         argv = ("runuser", "-u", user, "--", *argv)
+    # Another user's jobs must not inherit a working directory they cannot write (the checkout).
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env, input=input,
-                          check=False)
+                          check=False, cwd="/tmp" if user is not None else None)
     if check and proc.returncode != 0:
         raise AssertionError("%s failed (rc=%d):\n%s%s" % (" ".join(argv), proc.returncode, proc.stdout, proc.stderr))
     return proc

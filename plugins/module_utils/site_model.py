@@ -59,6 +59,7 @@ METRICS_DEFAULTS = {
     "dask_targets_dir": "/var/lib/daskhpc/dask-targets",
 }
 DASK_DEFAULTS = {
+    "contact": None,
     "python": "/opt/daskhpc/venv/bin/python",
     "interface": None,
     "worker_cores": 1,
@@ -575,5 +576,7 @@ def client_config(model, paths=None):
         "tls": dask["tls"],
         "metrics-targets-dir": model["metrics"]["dask_targets_dir"],
     }
+    if dask["contact"]:
+        config["contact"] = dask["contact"]
     config.update(paths or {})
     return config
