@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/.collections
 INVENTORY ?= inventories/lab
 COLLECTION_LINK := .collections/ansible_collections/onprem/daskhpc
 
-.PHONY: lab test venv lint unit integration converge demo build clean-lab bench
+.PHONY: lab test venv lint unit converge build bench audit
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -49,3 +49,6 @@ build: venv
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+audit: venv
+	ansible-playbook -i $(INVENTORY) playbooks/audit.yml

@@ -525,7 +525,7 @@ class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
                 # Preemption requeues the job (PreemptMode=REQUEUE needs requeueable jobs).
                 "--requeue",
                 # SIGTERM to the worker (B: the batch step, which the worker exec'd into) before walltime;
-                # with PreemptParameters=send_user_signal also at the start of preemption's GraceTime.
+                # with PreemptParameters=send_user_signal (SLURM >= 23.02) also when preemption's GraceTime starts.
                 "--signal=B:TERM@%d" % signal_margin,
             ] + job_extra_directives,
         }
