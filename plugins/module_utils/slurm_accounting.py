@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .sacctmgr import (
     Sacctmgr,
+    SacctmgrError,
     diff_settings,
     norm_duration,
     norm_folded,
@@ -39,6 +40,23 @@ ACCOUNT_ASSOC_FIELDS = {
     "qos": ("QOS", "qos", norm_list),
     "default_qos": ("DefaultQOS", "defaultqos", norm_text),
 }
+
+
+# Options every sacctmgr-backed module takes.
+COMMON_ARGUMENT_SPEC = {
+    "name": {"type": "str", "required": True},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
+}
+
+
+def run_or_fail(module, what, action):
+    """Run one record's change; a sacctmgr failure ends the module naming the record and the likely cause."""
+    try:
+        return action()
+    except SacctmgrError as exc:
+        module.fail_json(msg="Could not manage %s %s: %s. Is slurmdbd running and reachable?"
+                         % (what, module.params["name"], exc))
 
 
 class Recorder:

@@ -82,30 +82,27 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import SacctmgrError
-from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import ensure_account
+from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
+    COMMON_ARGUMENT_SPEC,
+    ensure_account,
+    run_or_fail,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str", "required": True},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            **COMMON_ARGUMENT_SPEC,
             "cluster": {"type": "str"},
             "description": {"type": "str"},
             "organization": {"type": "str"},
             "parent": {"type": "str"},
             "qos": {"type": "list", "elements": "str"},
             "default_qos": {"type": "str"},
-            "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
         },
         supports_check_mode=True,
     )
-    try:
-        result = ensure_account(module)
-    except SacctmgrError as exc:
-        module.fail_json(msg="Could not manage account %s: %s. Is slurmdbd running and reachable?"
-                         % (module.params["name"], exc))
+    result = run_or_fail(module, "account", lambda: ensure_account(module))
     module.exit_json(account=result.pop("state"), **result)
 
 

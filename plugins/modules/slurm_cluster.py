@@ -52,24 +52,19 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import SacctmgrError
-from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import ensure
+from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
+    COMMON_ARGUMENT_SPEC,
+    ensure,
+    run_or_fail,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "name": {"type": "str", "required": True},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
-        },
+        argument_spec=dict(COMMON_ARGUMENT_SPEC),
         supports_check_mode=True,
     )
-    try:
-        result = ensure(module, "cluster", {}, key_field="cluster")
-    except SacctmgrError as exc:
-        module.fail_json(msg="Could not register cluster %s: %s. Is slurmdbd running and reachable?"
-                         % (module.params["name"], exc))
+    result = run_or_fail(module, "cluster", lambda: ensure(module, "cluster", {}, key_field="cluster"))
     result.pop("state")
     module.exit_json(**result)
 

@@ -95,15 +95,18 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import SacctmgrError
-from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import QOS_FIELDS, ensure
+from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
+    COMMON_ARGUMENT_SPEC,
+    QOS_FIELDS,
+    ensure,
+    run_or_fail,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str", "required": True},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            **COMMON_ARGUMENT_SPEC,
             "description": {"type": "str"},
             "priority": {"type": "int"},
             "max_tres_per_user": {"type": "str"},
@@ -112,15 +115,10 @@ def main():
             "grp_tres": {"type": "str"},
             "max_wall": {"type": "str"},
             "flags": {"type": "list", "elements": "str"},
-            "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
         },
         supports_check_mode=True,
     )
-    try:
-        result = ensure(module, "qos", QOS_FIELDS)
-    except SacctmgrError as exc:
-        module.fail_json(msg="Could not manage QOS %s: %s. Is slurmdbd running and reachable?"
-                         % (module.params["name"], exc))
+    result = run_or_fail(module, "QOS", lambda: ensure(module, "qos", QOS_FIELDS))
     module.exit_json(qos=result.pop("state"), **result)
 
 

@@ -130,3 +130,21 @@ def test_sacctmgr_failure_raises_with_its_message():
                                            ("", ""), (-1, "")])
 def test_tres_normalisation(raw, norm):
     assert sm.norm_tres(raw) == norm
+
+
+def test_unreachable_slurmdbd_fails_the_module_with_an_actionable_message():
+    class Failed(Exception):
+        pass
+
+    class FailingModule(FakeModule):
+        def fail_json(self, msg):
+            raise Failed(msg)
+
+    def refused(argv):
+        return 1, "", "sacctmgr: error: Problem talking to the database: Connection refused"
+
+    module = FailingModule(WANTED, refused)
+    with pytest.raises(Failed) as info:
+        sa.run_or_fail(module, "QOS", lambda: sa.ensure(module, "qos", sa.QOS_FIELDS))
+    assert "Could not manage QOS burst" in str(info.value)
+    assert "Connection refused" in str(info.value) and "Is slurmdbd running" in str(info.value)
