@@ -44,6 +44,28 @@ class CommandRunner:
         raise NotImplementedError
 
 
+class ModuleRunner(CommandRunner):
+    """Runs commands through an AnsibleModule's run_command (what the pbs_* modules use)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def run(self, argv):
+        return self.module.run_command(argv)
+
+
+# Options every qmgr-backed module takes.
+QMGR_ARGUMENT_SPEC = {
+    "qmgr_path": {"type": "str", "default": "qmgr"},
+    "server": {"type": "str"},
+}
+
+
+def module_qmgr(module):
+    """The Qmgr a pbs_* module talks to, from its qmgr_path and server options."""
+    return Qmgr(ModuleRunner(module), module.params["qmgr_path"], module.params["server"])
+
+
 class SubprocessRunner(CommandRunner):
     def __init__(self, timeout=60):
         self.timeout = timeout

@@ -116,15 +116,12 @@ queue:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.pbs import CommandRunner, PbsError, Qmgr, ensure_queue
-
-
-class ModuleRunner(CommandRunner):
-    def __init__(self, module):
-        self.module = module
-
-    def run(self, argv):
-        return self.module.run_command(argv)
+from ansible_collections.onprem.daskhpc.plugins.module_utils.pbs import (
+    QMGR_ARGUMENT_SPEC,
+    PbsError,
+    ensure_queue,
+    module_qmgr,
+)
 
 
 def main():
@@ -134,13 +131,12 @@ def main():
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "attributes": {"type": "dict", "default": {}},
             "purge": {"type": "bool", "default": False},
-            "qmgr_path": {"type": "str", "default": "qmgr"},
-            "server": {"type": "str"},
+            **QMGR_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )
     p = module.params
-    qmgr = Qmgr(ModuleRunner(module), p["qmgr_path"], p["server"])
+    qmgr = module_qmgr(module)
     try:
         result = ensure_queue(qmgr, p["name"], p["attributes"], state=p["state"], purge=p["purge"],
                               check_mode=module.check_mode)

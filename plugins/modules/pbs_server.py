@@ -76,28 +76,24 @@ server:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.pbs import CommandRunner, PbsError, Qmgr, ensure_server
-
-
-class ModuleRunner(CommandRunner):
-    def __init__(self, module):
-        self.module = module
-
-    def run(self, argv):
-        return self.module.run_command(argv)
+from ansible_collections.onprem.daskhpc.plugins.module_utils.pbs import (
+    QMGR_ARGUMENT_SPEC,
+    PbsError,
+    ensure_server,
+    module_qmgr,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "attributes": {"type": "dict", "required": True},
-            "qmgr_path": {"type": "str", "default": "qmgr"},
-            "server": {"type": "str"},
+            **QMGR_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )
     p = module.params
-    qmgr = Qmgr(ModuleRunner(module), p["qmgr_path"], p["server"])
+    qmgr = module_qmgr(module)
     try:
         result = ensure_server(qmgr, p["attributes"], check_mode=module.check_mode)
     except PbsError as exc:
