@@ -7,8 +7,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/.collections
 INVENTORY ?= inventories/lab
 COLLECTION_LINK := .collections/ansible_collections/onprem/daskhpc
+# One lab per machine: every target that touches it holds this lock.
+LAB_LOCK := /tmp/daskhpc-lab.lock
+WITH_LAB := flock $(LAB_LOCK)
 
-.PHONY: lab test venv lint unit converge build bench audit
+.PHONY: lab lab-up lab-down lab-destroy test test-fast test-lab venv lint unit converge build bench audit
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -26,13 +29,24 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
 
-# Set-up plus the main job: converge the lab, then a short burst demo.
-lab: venv
-	ansible-playbook -i $(INVENTORY) playbooks/lab.yml
-	ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+# The lab's hosts (lab/nspawn_lab.py): build the image if needed, boot them, wait for SSH.
+lab-up: venv
+	$(WITH_LAB) $(PY) lab/nspawn_lab.py up
 
-converge: venv
-	ansible-playbook -i $(INVENTORY) playbooks/lab.yml
+lab-down: venv
+	$(WITH_LAB) $(PY) lab/nspawn_lab.py down
+
+# Removes everything the lab made: hosts, image, keys, bridge.
+lab-destroy: venv
+	$(WITH_LAB) $(PY) lab/nspawn_lab.py destroy
+
+# Set-up plus the main job: hosts, converge, a short burst demo, how to log in.
+lab: lab-up
+	$(WITH_LAB) ansible-playbook -i $(INVENTORY) playbooks/lab.yml
+	$(WITH_LAB) ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+
+converge: lab-up
+	$(WITH_LAB) ansible-playbook -i $(INVENTORY) playbooks/lab.yml
 
 lint: venv
 	ruff check .
@@ -41,7 +55,8 @@ lint: venv
 unit: venv
 	pytest -q tests/unit
 
-test: venv lint
+# Every test: the fast tier (lint, unit) and the lab tier (the session fixture converges the lab).
+test: venv lint lab-up
 	pytest -q -p no:cacheprovider tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 build: venv

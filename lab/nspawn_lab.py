@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""The lab harness: Debian 12 hosts, each booted with systemd under systemd-nspawn, on a private bridge.
+
+The hosts, their addresses and the bridge come from the lab inventory (inventories/lab/hosts.yml),
+so the harness and Ansible can never disagree about them. Everything the harness makes lives under
+one directory (LAB_DIR, default /var/lib/daskhpc-lab) plus the bridge; `destroy` removes both.
+
+    nspawn_lab.py up        build the image if needed, boot every host, wait for SSH
+    nspawn_lab.py down      shut every host down (their disks are kept)
+    nspawn_lab.py destroy   shut down and remove hosts, image, keys and bridge
+    nspawn_lab.py status    one line per host
+    nspawn_lab.py cut HOST | restore HOST    take a host's link down / up (fault tests)
+    nspawn_lab.py stop HOST | start HOST     power one host off / on (fault tests)
+
+Facts this relies on (../shared/REFERENCE.md): the machine's PID 1 is not systemd, so nspawn needs
+--register=no --keep-unit; hosts reach no outside network, so Debian's packages are baked into the
+image from the machine (the roles' own apt tasks then find them installed).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
+PACKAGES = Path(__file__).with_name("packages.txt")
+LAB_DIR = Path(os.environ.get("DASKHPC_LAB_DIR", "/var/lib/daskhpc-lab"))
+IMAGE = LAB_DIR / "image"
+HOSTS_DIR = LAB_DIR / "hosts"
+HOME_DIR = LAB_DIR / "home"          # the lab's shared /home (real sites: NFS)
+SSH_DIR = LAB_DIR / "ssh"
+MIRROR = os.environ.get("DASKHPC_LAB_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"
+# What debootstrap puts in: enough to boot with systemd and be managed by Ansible over SSH.
+BOOTSTRAP = "systemd,systemd-sysv,dbus,iproute2,openssh-server,python3,python3-apt,sudo,procps,ca-certificates"
+
+
+def log(message):
+    print("lab: " + message, flush=True)
+
+
+def run(*argv, check=True, **kwargs):
+    return subprocess.run(list(argv), check=check, **kwargs)
+
+
+def lab_hosts():
+    """{name: {"address": ip, "shared_home": bool}} and the bridge settings, from the inventory."""
+    with open(INVENTORY, encoding="utf-8") as fh:
+        inventory = yaml.safe_load(fh)["all"]
+    settings = inventory["vars"]["lab_nspawn"]
+    hosts = {}
+
+    def walk(group):
+        for name, hostvars in (group.get("hosts") or {}).items():
+            if hostvars and "ansible_host" in hostvars:
+                hosts[name] = hostvars["ansible_host"]
+        for child in (group.get("children") or {}).values():
+            walk(child or {})
+
+    walk(inventory)
+    return hosts, settings
+
+
+# --- the image --------------------------------------------------------------------------------
+
+def packages():
+    names = []
+    for line in PACKAGES.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        names.extend(line.split())
+    return names
+
+
+def ensure_machine_tools():
+    missing = [tool for tool in ("systemd-nspawn", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        log("installing systemd-container and debootstrap on this machine")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run("apt-get", "update", "-qq", env=env)
+        run("apt-get", "install", "-y", "-qq", "systemd-container", "debootstrap", env=env)
+
+
+def build_image():
+    """debootstrap, then bake the roles' packages in with their services left disabled."""
+    if (IMAGE / "etc" / "daskhpc-lab-image").exists():
+        return
+    ensure_machine_tools()
+    staging = LAB_DIR / "image.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    LAB_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log("debootstrap %s into %s (about a minute)" % (SUITE, staging))
+    run("debootstrap", "--variant=minbase", "--include=" + BOOTSTRAP, SUITE, str(staging), MIRROR,
+        stdout=subprocess.DEVNULL)
+    chroot = ["chroot", str(staging)]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
+    # Packages must not start daemons inside the chroot.
+    policy = staging / "usr" / "sbin" / "policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    # The roles answer these debconf questions themselves; the image must not pre-empt them.
+    preseed = "slapd slapd/no_configuration boolean true\nlibnss-ldapd libnss-ldapd/nsswitch multiselect\n"
+    run(*chroot, "debconf-set-selections", input=preseed.encode(), env=env)
+    (staging / "etc" / "apt" / "sources.list").write_text(
+        "deb %s %s main\ndeb %s %s-updates main\n" % (MIRROR, SUITE, MIRROR, SUITE))
+    before = set(unit_files(staging))
+    log("baking %d packages into the image" % len(packages()))
+    run(*chroot, "apt-get", "update", "-qq", env=env, stdout=subprocess.DEVNULL)
+    run(*chroot, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages(), env=env,
+        stdout=subprocess.DEVNULL)
+    run(*chroot, "apt-get", "clean", env=env)
+    policy.unlink()
+    # A package's service runs only where a role enables it, as it would on a real site.
+    baked_services = sorted(set(unit_files(staging)) - before)
+    if baked_services:
+        run(*chroot, "systemctl", "disable", "--quiet", *baked_services, check=False)
+    run(*chroot, "systemctl", "enable", "--quiet", "systemd-networkd", "ssh")
+    # Each host makes its own SSH host keys and MUNGE key on first boot: no key is shared by the image.
+    for key in (staging / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    dropin = staging / "etc" / "systemd" / "system" / "ssh.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "host-keys.conf").write_text("[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n")
+    for path in (staging / "etc" / "munge" / "munge.key", staging / "etc" / "machine-id"):
+        if path.exists():
+            path.unlink()
+    (staging / "etc" / "machine-id").write_text("")
+    (staging / "etc" / "daskhpc-lab-image").write_text("baked: %s\n" % " ".join(packages()))
+    staging.rename(IMAGE)
+
+
+def unit_files(root):
+    """Service units that packages enabled (symlinks under /etc/systemd/system/*.wants)."""
+    wants = root / "etc" / "systemd" / "system"
+    if not wants.exists():
+        return []
+    return [link.name for link in wants.glob("*.wants/*.service") if link.is_symlink()]
+
+
+# --- hosts --------------------------------------------------------------------------------------
+
+def ssh_key():
+    SSH_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = SSH_DIR / "id_ed25519"
+    if not key.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "daskhpc-lab-controller", "-f", str(key))
+    return key
+
+
+def prepare_host(name, address, prefix, all_hosts, shared_home):
+    upper = HOSTS_DIR / name / "upper"
+    (upper / "etc" / "systemd" / "network").mkdir(parents=True, exist_ok=True)
+    (HOSTS_DIR / name / "root").mkdir(exist_ok=True)
+    (upper / "etc" / "hostname").write_text(name + "\n")
+    # Same name as the image's default (DHCP on host0), so this file replaces it. No gateway:
+    # the host reaches the lab's other hosts and nothing else.
+    (upper / "etc" / "systemd" / "network" / "80-container-host0.network").write_text(
+        "[Match]\nName=host0\n\n[Network]\nAddress=%s/%d\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        % (address, prefix))
+    hosts = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
+    hosts += ["%s %s" % (ip, host) for host, ip in sorted(all_hosts.items(), key=lambda kv: kv[1])]
+    (upper / "etc" / "hosts").write_text("\n".join(hosts) + "\n")
+    ssh = upper / "root" / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh / "authorized_keys").write_text((SSH_DIR / "id_ed25519.pub").read_text())
+    os.chmod(ssh / "authorized_keys", 0o600)
+
+
+def pid_of(name):
+    pidfile = HOSTS_DIR / name / "nspawn.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        with open("/proc/%d/cmdline" % pid, "rb") as fh:
+            if b"systemd-nspawn" not in fh.read():
+                return None
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def boot(name, settings, shared_home):
+    if pid_of(name):
+        return
+    argv = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--machine=" + name,
+            "--directory=" + str(IMAGE), "--overlay=%s:%s:/" % (IMAGE, HOSTS_DIR / name / "upper"),
+            "--boot", "--network-bridge=" + settings["bridge"], "--console=passive", "--link-journal=no",
+            "--resolv-conf=off", "--timezone=off"]
+    if shared_home:
+        argv.append("--bind=%s:/home" % HOME_DIR)
+    logfile = open(HOSTS_DIR / name / "console.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True)
+    (HOSTS_DIR / name / "nspawn.pid").write_text(str(proc.pid))
+
+
+def ensure_bridge(settings):
+    bridge, address = settings["bridge"], settings["address"]
+    if run("ip", "link", "show", bridge, check=False, capture_output=True).returncode != 0:
+        run("ip", "link", "add", bridge, "type", "bridge")
+    current = run("ip", "-o", "addr", "show", "dev", bridge, capture_output=True, text=True).stdout
+    if address.split("/")[0] not in current:
+        run("ip", "addr", "add", address, "dev", bridge)
+    run("ip", "link", "set", bridge, "up")
+
+
+def wait_for_ssh(hosts, timeout=120):
+    """Wait until every host in `hosts` answers on port 22, then record all running hosts' keys."""
+    deadline = time.monotonic() + timeout
+    pending = dict(hosts)
+    while pending and time.monotonic() < deadline:
+        for name, address in list(pending.items()):
+            try:
+                with socket.create_connection((address, 22), timeout=1):
+                    pending.pop(name)
+            except OSError:
+                pass
+        time.sleep(0.3)
+    if pending:
+        raise SystemExit("lab: no SSH from %s after %ds; see %s/<host>/console.log"
+                         % (", ".join(sorted(pending)), timeout, HOSTS_DIR))
+    # Record each host's own key: Ansible checks host keys strictly against this file.
+    known = SSH_DIR / "known_hosts"
+    lines = []
+    running = {name: address for name, address in lab_hosts()[0].items() if pid_of(name)}
+    for name, address in sorted(running.items()):
+        for _ in range(20):
+            scan = run("ssh-keyscan", "-T", "2", "-t", "ed25519", address, capture_output=True, text=True,
+                       check=False).stdout
+            if scan.strip():
+                break
+            time.sleep(0.5)
+        lines += [line.replace(address, "%s,%s" % (address, name), 1) for line in scan.splitlines()
+                  if line and not line.startswith("#")]
+    known.write_text("\n".join(lines) + "\n")
+
+
+def up():
+    hosts, settings = lab_hosts()
+    build_image()
+    ssh_key()
+    HOME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    ensure_bridge(settings)
+    network = ipaddress.ip_interface(settings["address"]).network
+    shared = set(settings["shared_home"])
+    for name, address in hosts.items():
+        prepare_host(name, address, network.prefixlen, hosts, name in shared)
+        boot(name, settings, name in shared)
+    wait_for_ssh(hosts)
+    log("%d hosts up on %s (%s): %s" % (len(hosts), settings["bridge"], network, ", ".join(sorted(hosts))))
+
+
+def stop_host(name, timeout=30):
+    pid = pid_of(name)
+    if not pid:
+        return
+    os.kill(pid, signal.SIGTERM)  # nspawn -b: SIGTERM shuts the host down cleanly
+    deadline = time.monotonic() + timeout
+    while pid_of(name) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if pid_of(name):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def down():
+    hosts, _ = lab_hosts() if INVENTORY.exists() else ({}, {})
+    names = set(hosts) | ({p.name for p in HOSTS_DIR.iterdir()} if HOSTS_DIR.exists() else set())
+    for name in sorted(names):
+        pid = pid_of(name)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+    for name in sorted(names):
+        stop_host(name)
+
+
+def destroy():
+    down()
+    _, settings = lab_hosts()
+    run("ip", "link", "del", settings["bridge"], check=False, stderr=subprocess.DEVNULL)
+    if LAB_DIR.exists():
+        # Overlay upper dirs may hold files with odd attributes; rm -rf copes with all of them.
+        run("rm", "-rf", "--one-file-system", str(LAB_DIR))
+    log("removed %s and bridge %s" % (LAB_DIR, settings["bridge"]))
+
+
+def set_link(name, state):
+    run("ip", "link", "set", "vb-" + name, state)
+
+
+def status():
+    hosts, _ = lab_hosts()
+    for name, address in sorted(hosts.items()):
+        print("%-8s %-15s %s" % (name, address, "running" if pid_of(name) else "stopped"))
+
+
+def main(argv):
+    if not argv:
+        raise SystemExit(__doc__)
+    command, args = argv[0], argv[1:]
+    if command == "up":
+        up()
+    elif command == "down":
+        down()
+    elif command == "destroy":
+        destroy()
+    elif command == "status":
+        status()
+    elif command in ("cut", "restore"):
+        set_link(args[0], "down" if command == "cut" else "up")
+    elif command == "stop":
+        stop_host(args[0])
+    elif command == "start":
+        hosts, settings = lab_hosts()
+        boot(args[0], settings, args[0] in settings["shared_home"])
+        wait_for_ssh({args[0]: hosts[args[0]]})
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
