@@ -121,15 +121,17 @@ def build_image():
     policy.unlink()
     # A package's service runs only where a role enables it, as it would on a real site.
     baked_services = sorted(set(unit_files(staging)) - before)
-    if baked_services:
-        run(*chroot, "systemctl", "disable", "--quiet", *baked_services, check=False)
+    for service in baked_services:
+        run(*chroot, "systemctl", "disable", "--quiet", service, check=False, stderr=subprocess.DEVNULL)
     run(*chroot, "systemctl", "enable", "--quiet", "systemd-networkd", "ssh")
     # Each host makes its own SSH host keys and MUNGE key on first boot: no key is shared by the image.
     for key in (staging / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()
     dropin = staging / "etc" / "systemd" / "system" / "ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
-    (dropin / "host-keys.conf").write_text("[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n")
+    # Debian's unit checks the configuration first (sshd -t), which fails without keys: make them first.
+    (dropin / "host-keys.conf").write_text(
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n")
     for path in (staging / "etc" / "munge" / "munge.key", staging / "etc" / "machine-id"):
         if path.exists():
             path.unlink()
@@ -139,11 +141,11 @@ def build_image():
 
 
 def unit_files(root):
-    """Service units that packages enabled (symlinks under /etc/systemd/system/*.wants)."""
+    """Services that packages enabled: systemd units (*.wants symlinks) and LSB init scripts (e.g. slapd)."""
     wants = root / "etc" / "systemd" / "system"
-    if not wants.exists():
-        return []
-    return [link.name for link in wants.glob("*.wants/*.service") if link.is_symlink()]
+    units = [link.name for link in wants.glob("*.wants/*.service") if link.is_symlink()]
+    units += [script.name + ".service" for script in (root / "etc" / "init.d").glob("*")]
+    return units
 
 
 # --- hosts --------------------------------------------------------------------------------------
@@ -243,6 +245,19 @@ def wait_for_ssh(hosts, timeout=120):
     known.write_text("\n".join(lines) + "\n")
 
 
+HOSTS_FILE = Path("/etc/hosts")
+HOSTS_MARK = "# daskhpc-lab"
+
+
+def publish_names(hosts):
+    """Let the controller (this machine) resolve the lab's host names, as a site's DNS would."""
+    kept = [line for line in HOSTS_FILE.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
+    kept += ["%s %s %s" % (ip, name, HOSTS_MARK) for name, ip in sorted(hosts.items(), key=lambda kv: kv[1])]
+    text = "\n".join(kept) + "\n"
+    if text != HOSTS_FILE.read_text():
+        HOSTS_FILE.write_text(text)  # in place: /etc/hosts may be a bind mount
+
+
 def up():
     hosts, settings = lab_hosts()
     build_image()
@@ -254,6 +269,7 @@ def up():
     for name, address in hosts.items():
         prepare_host(name, address, network.prefixlen, hosts, name in shared)
         boot(name, settings, name in shared)
+    publish_names(hosts)
     wait_for_ssh(hosts)
     log("%d hosts up on %s (%s): %s" % (len(hosts), settings["bridge"], network, ", ".join(sorted(hosts))))
 
@@ -285,6 +301,7 @@ def destroy():
     down()
     _, settings = lab_hosts()
     run("ip", "link", "del", settings["bridge"], check=False, stderr=subprocess.DEVNULL)
+    publish_names({})
     if LAB_DIR.exists():
         # Overlay upper dirs may hold files with odd attributes; rm -rf copes with all of them.
         run("rm", "-rf", "--one-file-system", str(LAB_DIR))
