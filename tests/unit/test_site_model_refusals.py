@@ -579,3 +579,21 @@ def test_a_missing_site_file_is_a_site_model_error(tmp_path):
 
 def test_the_loader_reads_a_normal_site_file():
     assert sm.load_site_file(LAB)["daskhpc_site"] == lab()
+
+
+def test_every_field_has_a_row_in_the_grammar_table():
+    text = (REPO / "docs/site-model.md").read_text()
+    table = text[text.index("## Grammar and ranges"):]
+    table = table[:table.index("\n## ", 5)] if "\n## " in table[5:] else table
+    fields = ["`name`", "`scheduler`", "`node_groups[].name`", "`node_groups[].nodes`", "`partitions[].name`",
+              "`groups[].description`"]
+    fields += ["`node_groups[].%s`" % k for k in ("cpus", "memory_mb", *sm.NODE_GROUP_DEFAULTS)]
+    fields += ["`partitions[].%s`" % k for k in ("class", "node_groups", *sm.PARTITION_DEFAULTS)]
+    for defaults in sm.SECTION_DEFAULTS.values():
+        for key in defaults:
+            if key == "per_user":
+                fields += [".%s`" % k for k in defaults["per_user"]]
+            else:
+                fields.append(".%s`" % key)
+    missing = [f for f in fields if f not in table]
+    assert not missing, missing
