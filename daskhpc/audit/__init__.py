@@ -22,6 +22,7 @@ import yaml
 from daskhpc.audit import probe
 from daskhpc.audit.collect import collect, default_period, is_unavailable
 from daskhpc.audit.render import FORMATS, SCHEMA_PATH, render
+from daskhpc.model.site_model import SiteModelError, load_site_file
 
 __all__ = ["collect", "render", "main", "gather", "SCHEMA_PATH"]
 
@@ -52,10 +53,10 @@ def load_site_model(path):
     if os.path.isdir(path):
         return _from_inventory(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except (OSError, yaml.YAMLError) as exc:
-        return unavailable("cannot read %s: %s" % (path, exc)), unavailable("site model given as a file"), []
+        data = load_site_file(path)  # bounded: size, aliases, nesting
+    except SiteModelError as exc:
+        return unavailable("cannot read %s: %s" % (path, "; ".join(exc.errors))), \
+            unavailable("site model given as a file"), []
     if isinstance(data, dict) and "daskhpc_site" in data:
         data = data["daskhpc_site"]
     return data, unavailable("the site model was given as a file, not an inventory"), []
@@ -90,16 +91,19 @@ def _from_inventory(path):
 
 
 def _group_vars_model(path):
+    refused = []
     for candidate in sorted(_yaml_files(os.path.join(path, "group_vars", "all"))) + \
             [os.path.join(path, "group_vars", "all.yml")]:
+        if not os.path.exists(candidate):
+            continue
         try:
-            with open(candidate, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
-        except (OSError, yaml.YAMLError):
+            data = load_site_file(candidate)  # bounded: size, aliases, nesting
+        except SiteModelError as exc:
+            refused.extend(exc.errors)  # e.g. a vault-encrypted file; named if no model is found
             continue
         if isinstance(data, dict) and "daskhpc_site" in data:
             return data["daskhpc_site"]
-    return unavailable("no daskhpc_site in %s/group_vars/all" % path)
+    return unavailable("no daskhpc_site in %s/group_vars/all%s" % (path, "".join("; " + e for e in refused)))
 
 
 def _yaml_files(directory):
@@ -220,7 +224,7 @@ def _directory(model, scheduler, args):
         users.update(a["User"] for a in assoc_rows(assoc) if a["User"])
     if args.ldap_password_file:
         from daskhpc.audit.directory import directory_from_ldap
-        from daskhpc.model.site_model import SiteModelError, validate
+        from daskhpc.model.site_model import validate
         try:
             with open(args.ldap_password_file, encoding="utf-8") as handle:
                 password = handle.read().strip()

@@ -11,6 +11,7 @@ content, so the same state gives the same report.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -79,30 +80,64 @@ def site_section(raw, sources):
 
 
 def _as_written(raw):
-    """Enough of an invalid model to audit it: partitions with nodes and tiers, sections with defaults."""
-    model = dict(raw)
+    """Enough of an invalid model to audit it: partitions with nodes and tiers, sections with defaults.
+
+    Whatever the model holds (it failed validation), only values of the expected types are kept,
+    so the report sections can rely on them.
+    """
+    raw = raw if isinstance(raw, dict) else {}
+    model = {k: v for k, v in raw.items() if isinstance(k, str)}
+    for key in ("name", "scheduler"):
+        model[key] = raw.get(key) if isinstance(raw.get(key), str) else ""
     for section, defaults in site_model.SECTION_DEFAULTS.items():
         given = raw.get(section) if isinstance(raw.get(section), dict) else {}
-        model[section] = site_model._merge(defaults, given)
+        merged = site_model._merge(defaults, given)
+        for key, default in defaults.items():  # a value of the wrong type falls back to its default
+            value = merged.get(key)
+            if value is not None and default is not None and not _same_kind(value, default):
+                merged[key] = copy.deepcopy(default)
+        model[section] = merged
     groups = {}
-    for group in raw.get("node_groups") or []:
+    for group in _mappings(raw.get("node_groups")):
+        if not isinstance(group.get("name"), str):
+            continue
         try:
-            groups[group.get("name")] = site_model.expand_hostlist(group.get("nodes", ""))
-        except (ValueError, AttributeError):
-            groups[group.get("name")] = []
+            groups[group["name"]] = site_model.expand_hostlist(group.get("nodes", "")) \
+                if isinstance(group.get("nodes", ""), str) else []
+        except ValueError:
+            groups[group["name"]] = []
     parts = []
-    for part in raw.get("partitions") or []:
-        if not isinstance(part, dict):
+    for part in _mappings(raw.get("partitions")):
+        if not isinstance(part.get("name"), str):
             continue
         part = dict(site_model.PARTITION_DEFAULTS, **part)
-        part["nodes"] = [n for ref in part.get("node_groups") or [] for n in groups.get(ref, [])]
-        if part.get("priority_tier") is None:
+        part["class"] = part.get("class") if isinstance(part.get("class"), str) else ""
+        part["node_groups"] = _strings(part.get("node_groups"))
+        part["allow_groups"] = _strings(part.get("allow_groups"))
+        part["nodes"] = [n for ref in part["node_groups"] for n in groups.get(ref, [])]
+        if not isinstance(part.get("priority_tier"), int) or isinstance(part.get("priority_tier"), bool):
             part["priority_tier"] = site_model.PRODUCTION_TIER_DEFAULT if part.get("class") == "production" \
                 else site_model.BURST_TIER_DEFAULT
         parts.append(part)
     model["partitions"] = parts
-    model["groups"] = raw.get("groups") or []
+    model["groups"] = [g for g in _mappings(raw.get("groups")) if isinstance(g.get("name"), str)]
     return model
+
+
+def _same_kind(value, default):
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _mappings(value):
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _strings(value):
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 # --- inventory ----------------------------------------------------------------

@@ -5,19 +5,54 @@
 This file is the one place where the site model is checked and interpreted.
 It is pure Python (no Ansible imports) so that modules, filters, the
 ``daskhpc`` package and the tests all share it unchanged.
+
+Every field has a type, a grammar and a range (docs/site-model.md lists them):
+no wider than what SLURM, sacctmgr, LDAP, X.509 and Prometheus accept, so that
+a value that passes here cannot break a file rendered from it.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 SCHEDULERS = ("slurm", "pbs")
 CLASSES = ("production", "burst")
 PRODUCTION_TIER_DEFAULT = 10
 BURST_TIER_DEFAULT = 1
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096")
+
+# Bounds. A model beyond them is refused before anything is expanded or rendered.
+MAX_NODES = 100000  # nodes in the whole model (SLURM's largest systems have a few tens of thousands)
+MAX_ENTRIES = 1024  # entries in one list (node groups, partitions, groups, features, references)
+MAX_PARTITION_NODES = 1000000  # node memberships summed over all partitions
+MAX_VALUES = 200000  # values in the whole model, counting every use of a YAML alias
+MAX_DEPTH = 32  # nesting of mappings and lists
+MAX_FILE_BYTES = 1024 * 1024  # a site file (load_site_file)
+MAX_ALIASES = 64  # YAML aliases in a site file (load_site_file)
+MAX_CPUS = 65533  # CPUs= is a 16-bit count in SLURM (65534 and 65535 are reserved)
+MAX_MEMORY_MB = 1024**3  # RealMemory= in MB: 1 PiB
+MAX_TIER = 65533  # PriorityTier= is 16-bit, like CPUs=
+MAX_GRACE_SECONDS = 86400  # GraceTime=: one day
+MAX_TIME_MINUTES = 365 * 1440  # MaxTime=/MaxWall=: a year (longer is UNLIMITED)
+MAX_JOBS = 1000000  # MaxJobsPerUser=, MaxSubmitJobsPerUser=
+MAX_HOST_CERT_DAYS = 825  # below the issuing CA's 3 years minus its 90-day renewal window
+MAX_USER_CERT_DAYS = 397
+MAX_SCRAPE_SECONDS = 3600
+MAX_WORKER_MEMORY = 1024**5  # 1 PiB
+MIN_WORKER_MEMORY = 1024**2  # 1 MiB
+SLURM_PORTS = {6817: "SlurmctldPort", 6818: "SlurmdPort"}  # fixed in roles/slurm/templates
+RESERVED_PARTITION_NAMES = ("default",)  # PartitionName=DEFAULT sets defaults in slurm.conf
+RESERVED_NODE_NAMES = ("default", "all")  # NodeName=DEFAULT sets defaults; Nodes=ALL means every node
+RESERVED_ACCOUNTS = ("root",)  # the root of sacctmgr's account tree
+RESERVED_QOS = ("normal",)  # every association's default QOS
+SYSTEM_DIRS = frozenset([
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/usr/bin", "/usr/lib", "/usr/local",
+    "/usr/sbin", "/usr/share", "/var/lib", "/var/log", "/var/tmp", "/var/run", "/etc/ssl", "/etc/pki",
+])
 
 NODE_GROUP_DEFAULTS = {"features": [], "hostname": None, "port": None}
 PARTITION_DEFAULTS = {
@@ -90,27 +125,49 @@ class SiteModelError(ValueError):
 _HOSTLIST_PART = re.compile(r"([^\[,]+)(?:\[([^\]]+)\])?(?:,|$)")
 
 
-def expand_hostlist(expr):
-    """Expand a SLURM-style host list such as ``n[1-4,7],gpu01``."""
-    hosts = []
+def _parse_hostlist(expr):
+    """[(prefix, [(lo, hi, width)] or None)] of a SLURM-style host list, without expanding it."""
+    parts = []
     pos = 0
     expr = str(expr).strip()
     while pos < len(expr):
         match = _HOSTLIST_PART.match(expr, pos)
         if not match or match.end() == pos:
-            raise ValueError("cannot parse host list %r near %r" % (expr, expr[pos:]))
+            raise ValueError("cannot parse host list %s near %s" % (_show(expr), _show(expr[pos:])))
         prefix, ranges = match.group(1), match.group(2)
         if ranges is None:
-            hosts.append(prefix)
+            parts.append((prefix, None))
         else:
+            spans = []
             for part in ranges.split(","):
                 lo, _, hi = part.partition("-")
                 hi = hi or lo
-                if not (lo.isdigit() and hi.isdigit()) or int(hi) < int(lo):
-                    raise ValueError("bad range %r in host list %r" % (part, expr))
-                width = len(lo)
-                hosts.extend("%s%0*d" % (prefix, width, i) for i in range(int(lo), int(hi) + 1))
+                if not (lo.isdigit() and hi.isdigit()) or len(lo) > 18 or len(hi) > 18 or int(hi) < int(lo):
+                    raise ValueError("bad range %s in host list %s" % (_show(part), _show(expr)))
+                spans.append((int(lo), int(hi), len(lo)))
+            parts.append((prefix, spans))
         pos = match.end()
+    return parts
+
+
+def hostlist_size(expr):
+    """How many hosts a host list names, computed without expanding it."""
+    return sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _ in spans) for _, spans in _parse_hostlist(expr))
+
+
+def expand_hostlist(expr, limit=MAX_NODES):
+    """Expand a SLURM-style host list such as ``n[1-4,7],gpu01`` (at most `limit` hosts, checked first)."""
+    parts = _parse_hostlist(expr)
+    size = sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _ in spans) for _, spans in parts)
+    if limit is not None and size > limit:
+        raise ValueError("host list %s names %d hosts, more than %d" % (_show(str(expr)), size, limit))
+    hosts = []
+    for prefix, spans in parts:
+        if spans is None:
+            hosts.append(prefix)
+        else:
+            for lo, hi, width in spans:
+                hosts.extend("%s%0*d" % (prefix, width, i) for i in range(lo, hi + 1))
     return hosts
 
 
@@ -138,6 +195,43 @@ def parse_duration_minutes(value):
     return int(total) if total == int(total) else total
 
 
+_STRICT_TIME_RE = re.compile(r"(?:(\d{1,3})-)?(\d{1,6})(?::(\d{1,2}))?(?::(\d{1,2}))?\Z")
+
+
+def slurm_time_minutes(value):
+    """Minutes of a SLURM time as slurm.conf and sacctmgr accept it, None for UNLIMITED; ValueError otherwise.
+
+    Stricter than parse_duration_minutes: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS with
+    MM and SS below 60 and HH below 24 when days are given; more than zero and at most a year.
+    A whole number (YAML int) is minutes.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("%s is not a SLURM time" % _show(value))
+    if isinstance(value, int):
+        total = value
+    elif value.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    else:
+        match = _STRICT_TIME_RE.match(value)
+        if not match:
+            raise ValueError("%s is not a SLURM time" % _show(value))
+        days, a, b, c = match.groups()
+        fields = [int(x) for x in (a, b, c) if x is not None]
+        if days is not None:
+            if fields[0] > 23:
+                raise ValueError("%s has %d hours after the days; hours must be below 24" % (_show(value), fields[0]))
+            checked = fields[1:]
+        else:
+            checked = fields[1:] if len(fields) == 3 else fields if len(fields) == 2 else []
+        if any(x > 59 for x in checked):
+            raise ValueError("%s has minutes or seconds of 60 or more" % _show(value))
+        total = parse_duration_minutes(value)
+    if not 0 < total <= MAX_TIME_MINUTES:
+        raise ValueError("%s is not more than zero and at most %s"
+                         % (_show(value), format_slurm_minutes(MAX_TIME_MINUTES)))
+    return total
+
+
 def format_slurm_minutes(minutes):
     """Minutes to the D-HH:MM:SS form slurm.conf and sacctmgr print."""
     if minutes is None:
@@ -163,180 +257,552 @@ def parse_size_bytes(value):
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
+_ATTR_TYPE_RE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)*)\Z")
+_DN_SPECIAL = '"+,;<>\\='
+_HEX = "0123456789abcdefABCDEF"
+
+
+def parse_dn(text):
+    """The RDNs of an RFC 4514 distinguished name, each a sorted tuple of (type, value) in lower case.
+
+    ValueError if `text` is not a DN. No spaces around separators, no control characters.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("%s is not a DN" % _show(text))
+    rdns, avas, pos, n = [], [], 0, len(text)
+    while True:
+        eq = text.find("=", pos)
+        if eq < 0:
+            raise ValueError("%s: %s has no '='" % (_show(text), _show(text[pos:])))
+        attr = text[pos:eq]
+        if not _ATTR_TYPE_RE.match(attr):
+            raise ValueError("%s: %s is not an attribute type" % (_show(text), _show(attr)))
+        pos = eq + 1
+        value = []
+        if pos < n and text[pos] == "#":  # hexstring
+            end = pos + 1
+            while end < n and text[end] in _HEX:
+                end += 1
+            if end == pos + 1 or (end - pos - 1) % 2:
+                raise ValueError("%s: bad hex value after %s=" % (_show(text), attr))
+            value.append(text[pos:end].lower())
+            pos = end
+        else:
+            start, trailing_space = pos, False
+            while pos < n and text[pos] not in ",+":
+                char = text[pos]
+                trailing_space = False
+                if ord(char) < 32 or ord(char) == 127:
+                    raise ValueError("%s contains a control character" % _show(text))
+                if char == "\\":
+                    nxt = text[pos + 1:pos + 2]
+                    if nxt and (nxt in _DN_SPECIAL or nxt in " #"):
+                        value.append(nxt)
+                        pos += 2
+                        continue
+                    pair = text[pos + 1:pos + 3]
+                    if len(pair) == 2 and all(c in _HEX for c in pair):
+                        value.append("\\" + pair.lower())
+                        pos += 3
+                        continue
+                    raise ValueError("%s: bad escape at %s" % (_show(text), _show(text[pos:])))
+                if char in _DN_SPECIAL:
+                    raise ValueError("%s: %r must be escaped" % (_show(text), char))
+                if char == " ":
+                    if pos == start:
+                        raise ValueError("%s: a value may not start with a space (no spaces after ',')"
+                                         % _show(text))
+                    trailing_space = True
+                value.append(char)
+                pos += 1
+            if pos == start:
+                raise ValueError("%s: %s= has no value" % (_show(text), attr))
+            if trailing_space:
+                raise ValueError("%s: a value may not end with a space (no spaces before ',')" % _show(text))
+        avas.append((attr.lower(), "".join(value).lower()))
+        if pos >= n:
+            rdns.append(tuple(sorted(avas)))
+            return rdns
+        if text[pos] == ",":
+            rdns.append(tuple(sorted(avas)))
+            avas = []
+        elif text[pos] != "+":
+            raise ValueError("%s: unexpected %r" % (_show(text), text[pos]))
+        pos += 1
+        if pos >= n:
+            raise ValueError("%s ends with a separator" % _show(text))
+
+
+def _show(value, limit=60):
+    """repr() of a value, shortened so that one bad value cannot flood the error list."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# --- reading a site file ---------------------------------------------------------
+
+
+def load_site_file(path, max_bytes=MAX_FILE_BYTES, max_aliases=MAX_ALIASES):
+    """The document in a YAML (or JSON) site file, read safely; SiteModelError naming the problem.
+
+    Bounded: at most `max_bytes` bytes, `max_aliases` YAML aliases, MAX_DEPTH levels of nesting
+    and MAX_VALUES values once aliases are expanded (a "billion laughs" document is refused
+    instead of hanging whoever walks it). Only plain YAML types (SafeLoader).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise SiteModelError(["%s: cannot be read (%s). Fix: give the path of a readable YAML file"
+                              % (path, exc.strerror or exc)]) from None
+    if len(data) > max_bytes:
+        raise SiteModelError(["%s: is larger than %d bytes. Fix: a site model is a few kilobytes; give the "
+                              "file that holds daskhpc_site" % (path, max_bytes)])
+    return load_site_text(data, source=str(path), max_aliases=max_aliases, max_bytes=max_bytes)
+
+
+def load_site_text(text, source="site model", max_aliases=MAX_ALIASES, max_bytes=MAX_FILE_BYTES):
+    """load_site_file for text or bytes already read."""
+    import yaml  # only the readers of site files need PyYAML; validate() does not
+
+    if len(text) > max_bytes:
+        raise SiteModelError(["%s: is larger than %d bytes. Fix: a site model is a few kilobytes"
+                              % (source, max_bytes)])
+
+    class Limit(Exception):
+        pass
+
+    class BoundedLoader(yaml.SafeLoader):
+        aliases = 0
+        depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > max_aliases:
+                    raise Limit("uses more than %d YAML aliases. Fix: write the values out instead of "
+                                "referring to anchors (aliases can expand a small file into billions of values)"
+                                % max_aliases)
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise Limit("nests more than %d levels deep. Fix: a site model needs only a few levels" % MAX_DEPTH)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+    except Limit as exc:
+        raise SiteModelError(["%s: %s" % (source, exc)]) from None
+    except yaml.YAMLError as exc:
+        raise SiteModelError(["%s: is not valid YAML (%s). Fix: correct the YAML at the place named"
+                              % (source, " ".join(str(exc).split()))]) from None
+    finally:
+        loader.dispose()
+    try:
+        _plain(data)  # counts values, with every alias expanded, against MAX_VALUES
+    except _TooLarge as exc:
+        raise SiteModelError(["%s: %s" % (source, exc)]) from None
+    return data
+
+
 # --- validation ----------------------------------------------------------------
 
+_NODE_PREFIX = r"[A-Za-z][A-Za-z0-9._-]*"
+_NODE_RANGES = r"\[\d{1,9}(?:-\d{1,9})?(?:,\d{1,9}(?:-\d{1,9})?)*\]"
+_HOSTLIST_RE = re.compile(rf"{_NODE_PREFIX}(?:{_NODE_RANGES})?(?:,{_NODE_PREFIX}(?:{_NODE_RANGES})?)*\Z")
+_DNS_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_DNS_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*\Z")
+_FEATURE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_DATABASE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._+-]+)+\Z")
+_INTERFACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
+_LDAP_URI_RE = re.compile(r"(ldaps?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?/?\Z")
+_SCRAPE_RE = re.compile(r"(\d{1,5})([smh])\Z")
+_SIZE_RE = re.compile(r"\d{1,15}(?:\.\d{1,6})? ?[A-Za-z]{0,3}\Z")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_FIX = "use 1-32 characters: a lower-case letter, then lower-case letters, digits, '-' or '_'"
 
-def _merge(defaults, given):
-    merged = copy.deepcopy(defaults)
-    for key, value in (given or {}).items():
-        if isinstance(merged.get(key), dict) and isinstance(value, dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_hostname(value):
+    """A DNS host name (RFC 1123) or an IP address."""
+    if not isinstance(value, str) or not value or len(value) > 253:
+        return False
+    if _DNS_RE.match(value):
+        return True
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _text_problem(value, max_len):
+    """Why `value` is not a one-line text of at most max_len characters, or None."""
+    if not isinstance(value, str):
+        return "%s is not text" % _show(value)
+    if not value.strip():
+        return "is empty"
+    if len(value) > max_len:
+        return "is longer than %d characters" % max_len
+    if _CONTROL_RE.search(value):
+        return "%s contains a newline or another control character" % _show(value)
+    if value != value.strip():
+        return "%s starts or ends with white space" % _show(value)
+    return None
+
+
+def _path_problem(value, system_ok=True):
+    """Why `value` is not a plain absolute path, or None."""
+    if not isinstance(value, str):
+        return "%s is not a path" % _show(value)
+    if value == "/":
+        return "'/' is the root directory"
+    if len(value) > 1024:
+        return "is longer than 1024 characters"
+    if not _PATH_RE.match(value) or any(part in (".", "..") for part in value.split("/")):
+        return "%s is not an absolute path of letters, digits, '.', '_', '+' and '-' (no '..', no trailing '/')" \
+            % _show(value)
+    if not system_ok and value in SYSTEM_DIRS:
+        return "%s is a system directory" % value
+    return None
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class _Checker:
     def __init__(self):
         self.errors = []
+        self.node_ports = []  # (field, port, node) of emulated nodes, from _check_node_groups
+        self.cores_known = True  # False when a node group's cores or nodes are in error (no cap checks then)
 
     def error(self, field, problem, fix):
         self.errors.append("%s: %s. Fix: %s" % (field, problem, fix))
 
     def unknown_keys(self, field, given, allowed):
         for key in sorted(set(given) - set(allowed)):
-            self.error("%s.%s" % (field, key), "unknown field",
+            self.error("%s.%s" % (field, _key(key)), "unknown field",
                        "remove it or use one of: %s" % ", ".join(sorted(allowed)))
 
-    def name(self, field, value):
+    def name(self, field, value, reserved=(), what="name"):
         if not isinstance(value, str) or not NAME_RE.match(value):
-            self.error(field, "%r is not a valid name" % (value,),
-                       "use 1-32 characters: a lower-case letter, then lower-case letters, digits, '-' or '_'")
+            self.error(field, "%s is not a valid %s" % (_show(value), what), _NAME_FIX)
+            return False
+        if value.lower() in reserved:
+            self.error(field, "%r is reserved" % value, "choose another %s (%s is reserved)" % (what, value))
             return False
         return True
 
-    def positive_int(self, field, value, allow_zero=False):
-        ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-        if not ok:
-            self.error(field, "%r is not a %s whole number" % (value, "non-negative" if allow_zero else "positive"),
-                       "give a whole number%s" % (" >= 0" if allow_zero else " > 0"))
-        return ok
+    def whole(self, field, value, lo, hi, fix=None):
+        """A whole number (not a boolean) from lo to hi."""
+        if not _is_int(value) or not lo <= value <= hi:
+            what = "whole number" if not _is_int(value) else "number"
+            self.error(field, "%s is not a %s from %d to %d" % (_show(value), what, lo, hi),
+                       fix or "give a whole number from %d to %d" % (lo, hi))
+            return False
+        return True
 
-    def unique_names(self, field, items):
+    def text(self, field, value, max_len, fix):
+        problem = _text_problem(value, max_len)
+        if problem:
+            self.error(field, problem, fix)
+        return problem is None
+
+    def path(self, field, value, fix, system_ok=True):
+        problem = _path_problem(value, system_ok)
+        if problem:
+            self.error(field, problem, fix)
+        return problem is None
+
+    def boolean(self, field, value):
+        if not isinstance(value, bool):
+            self.error(field, "%s is not true or false" % _show(value), "write true or false")
+            return False
+        return True
+
+    def choice(self, field, value, choices, what, fix):
+        if not isinstance(value, str) or value not in choices:
+            self.error(field, "%s is not %s" % (_show(value), what), fix)
+            return False
+        return True
+
+    def unique_names(self, field, entries):
+        """entries: (index, mapping) pairs from list_of_dicts."""
         seen = set()
-        for i, item in enumerate(items):
+        for i, item in entries:
             name = item.get("name")
+            if not isinstance(name, str):
+                continue
             if name in seen:
                 self.error("%s[%d].name" % (field, i), "%r is used twice" % (name,), "give each entry its own name")
             seen.add(name)
 
     def list_of_dicts(self, field, value, required=True):
+        """The entries of a list of mappings; entries that are not mappings are reported and left out."""
         if value is None and not required:
             return []
-        if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        if not isinstance(value, list) or not value:
             self.error(field, "must be a non-empty list of mappings", "list at least one entry, each with a name")
             return []
-        return value
+        if len(value) > MAX_ENTRIES:
+            self.error(field, "has %d entries, more than %d" % (len(value), MAX_ENTRIES), "list fewer entries")
+            return []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                self.error("%s[%d]" % (field, i), "%s is not a mapping" % _show(item),
+                           "write each entry as a mapping with a name")
+        return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+    def name_list(self, field, value, what):
+        """A list of distinct name strings (references), or None if it is not one."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(field, "%s is not a list" % _show(value), "write a YAML list of %s, e.g. [a, b]" % what)
+            return None
+        if len(value) > MAX_ENTRIES:
+            self.error(field, "has %d entries, more than %d" % (len(value), MAX_ENTRIES), "list fewer %s" % what)
+            return None
+        good, seen = [], set()
+        for j, item in enumerate(value):
+            if not isinstance(item, str) or not NAME_RE.match(item):
+                self.error("%s[%d]" % (field, j), "%s is not a valid name" % _show(item), _NAME_FIX)
+            elif item in seen:
+                self.error(field, "%r is listed twice" % item, "list each of the %s once" % what)
+            else:
+                seen.add(item)
+                good.append(item)
+        return good
+
+
+def _key(key):
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 64 else _show(key)
+
+
+def _hosts(chk, field, value, budget):
+    """The node names of a node group's host list, or [] after reporting why not."""
+    fix = ('give a host list such as "n[1-4]" or "node01,node02": each name starts with a letter and holds '
+           "letters, digits, '.', '-' or '_' (no spaces, '=', '/' or newlines)")
+    if not isinstance(value, str) or not value:
+        chk.error(field, "%s is not a host list" % _show(value), fix)
+        return []
+    if len(value) > MAX_FILE_BYTES:
+        chk.error(field, "is longer than %d characters" % MAX_FILE_BYTES, "use ranges such as n[1-1000]")
+        return []
+    if not _HOSTLIST_RE.match(value):
+        chk.error(field, "%s is not a host list" % _show(value), fix)
+        return []
+    try:
+        parts = _parse_hostlist(value)
+    except ValueError as exc:
+        chk.error(field, str(exc), fix)
+        return []
+    size = sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _ in spans) for _, spans in parts)
+    if size > budget:
+        chk.error(field, "names %d nodes; the model may hold at most %d nodes in all" % (size, MAX_NODES),
+                  "check the ranges (a digit too many?) or split the site")
+        return []
+    for prefix, spans in parts:
+        longest = len(prefix) + (max(max(width, len(str(hi))) for _, hi, width in spans) if spans else 0)
+        if longest > 64:
+            chk.error(field, "node names of %d characters are too long" % longest, "use names of at most 64 characters")
+            return []
+        if spans is None and prefix.lower() in RESERVED_NODE_NAMES:
+            chk.error(field, "%r is reserved in slurm.conf" % prefix, "give the node another name")
+            return []
+    return expand_hostlist(value, limit=None)
 
 
 def _check_node_groups(chk, model):
-    groups = chk.list_of_dicts("node_groups", model.get("node_groups"))
-    chk.unique_names("node_groups", groups)
+    entries = chk.list_of_dicts("node_groups", model.get("node_groups"))
+    if not entries or len(entries) != len(model["node_groups"]):
+        chk.cores_known = False
+    groups = [g for _, g in entries]
+    chk.unique_names("node_groups", entries)
     node_owner = {}
+    chk.node_ports = []
     ports = {}
-    for i, group in enumerate(groups):
+    budget = MAX_NODES
+    for i, group in entries:
         field = "node_groups[%d]" % i
         chk.unknown_keys(field, group, {"name", "nodes", "cpus", "memory_mb"} | set(NODE_GROUP_DEFAULTS))
         group.update({k: copy.deepcopy(v) for k, v in NODE_GROUP_DEFAULTS.items() if k not in group})
         chk.name(field + ".name", group.get("name"))
-        chk.positive_int(field + ".cpus", group.get("cpus"))
-        chk.positive_int(field + ".memory_mb", group.get("memory_mb"))
-        try:
-            hosts = expand_hostlist(group.get("nodes", ""))
-            if not hosts:
-                raise ValueError("no nodes")
-        except ValueError as exc:
-            chk.error(field + ".nodes", str(exc), 'give a host list such as "n[1-4]" or "node01,node02"')
-            hosts = []
+        if not chk.whole(field + ".cpus", group.get("cpus"), 1, MAX_CPUS,
+                         "give the cores of one node (CPUs=), e.g. 64"):
+            chk.cores_known = False
+        chk.whole(field + ".memory_mb", group.get("memory_mb"), 1, MAX_MEMORY_MB,
+                  "give the memory of one node in MB (RealMemory=), e.g. 257000")
+        if group["features"] is None:
+            group["features"] = []
+        if not isinstance(group["features"], list) or len(group["features"]) > MAX_ENTRIES:
+            chk.error(field + ".features", "%s is not a list of features" % _show(group["features"]),
+                      "write a YAML list such as [a100, ib]")
+        else:
+            for j, feature in enumerate(group["features"]):
+                if not isinstance(feature, str) or not _FEATURE_RE.match(feature):
+                    chk.error("%s.features[%d]" % (field, j), "%s is not a SLURM feature" % _show(feature),
+                              "use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+            if len(set(f for f in group["features"] if isinstance(f, str))) < len(group["features"]):
+                chk.error(field + ".features", "lists a feature twice", "list each feature once")
+        hosts = _hosts(chk, field + ".nodes", group.get("nodes"), budget)
+        if not hosts:
+            chk.cores_known = False
+        budget -= len(hosts)
         group["node_names"] = hosts
         for host in hosts:
             if host in node_owner:
                 chk.error(field + ".nodes", "node %s is already in node group %s" % (host, node_owner[host]),
                           "put each node in exactly one node group")
             node_owner[host] = group.get("name")
-        if group["port"] is not None:
-            if group["hostname"] is None:
+        hostname, port = group["hostname"], group["port"]
+        if hostname is not None and not _is_hostname(hostname):
+            chk.error(field + ".hostname", "%s is not a host name" % _show(hostname),
+                      "give the DNS name of the host the emulated nodes run on, e.g. localhost")
+        if port is not None:
+            if hostname is None:
                 chk.error(field + ".port", "port is set without hostname",
                           "set hostname too (emulated nodes) or remove port")
-            if chk.positive_int(field + ".port", group["port"]):
+            if not chk.whole(field + ".port", port, 1, 65535, "give a TCP port from 1 to 65535"):
+                pass
+            elif port + max(len(hosts), 1) - 1 > 65535:
+                chk.error(field + ".port", "the %d nodes would use ports %d-%d, past 65535"
+                          % (len(hosts), port, port + len(hosts) - 1), "give a lower first port")
+            else:
                 for offset, host in enumerate(hosts):
-                    port = group["port"] + offset
-                    if port in ports:
-                        chk.error(field + ".port", "port %d of %s is also used by %s" % (port, host, ports[port]),
+                    if port + offset in ports:
+                        chk.error(field + ".port", "port %d of %s is also used by %s"
+                                  % (port + offset, host, ports[port + offset]),
                                   "give the node groups port ranges that do not overlap")
-                    ports[port] = host
-        elif group["hostname"] is not None:
+                    ports[port + offset] = host
+                    chk.node_ports.append((field + ".port", port + offset, host))
+        elif hostname is not None:
             chk.error(field + ".hostname", "hostname is set without port",
                       "emulated nodes share a host and need distinct ports: set port")
-    return {g.get("name"): g for g in groups}
+    return {g["name"]: g for g in groups if isinstance(g.get("name"), str) and NAME_RE.match(g["name"])}
 
 
 def _check_groups(chk, model):
-    groups = chk.list_of_dicts("groups", model.get("groups"), required=False)
-    chk.unique_names("groups", groups)
-    for i, group in enumerate(groups):
-        chk.unknown_keys("groups[%d]" % i, group, {"name", "description"})
-        chk.name("groups[%d].name" % i, group.get("name"))
-        group.setdefault("description", "")
-    return {g.get("name") for g in groups}
+    entries = chk.list_of_dicts("groups", model.get("groups"), required=False)
+    chk.unique_names("groups", entries)
+    for i, group in entries:
+        field = "groups[%d]" % i
+        chk.unknown_keys(field, group, {"name", "description"})
+        chk.name(field + ".name", group.get("name"), what="group name")
+        if group.get("description") is None:
+            group["description"] = ""
+        elif group["description"] != "":
+            chk.text(field + ".description", group["description"], 256, "write one line of at most 256 characters")
+    return {g["name"] for _, g in entries if isinstance(g.get("name"), str) and NAME_RE.match(g["name"])}
+
+
+def _label(name):
+    """A name for a message: as written when it is valid, else its (shortened) repr."""
+    return name if isinstance(name, str) and NAME_RE.match(name) else _show(name)
+
+
+def _pfield(i, part):
+    """partitions.<name> when the partition has a valid name, else partitions[i]."""
+    name = part.get("name")
+    return "partitions.%s" % name if isinstance(name, str) and NAME_RE.match(name) else "partitions[%d]" % i
 
 
 def _check_partitions(chk, model, node_groups, group_names):
-    parts = chk.list_of_dicts("partitions", model.get("partitions"))
-    chk.unique_names("partitions", parts)
-    for i, part in enumerate(parts):
+    entries = chk.list_of_dicts("partitions", model.get("partitions"))
+    parts = [p for _, p in entries]
+    chk.unique_names("partitions", entries)
+    memberships = 0
+    for i, part in entries:
         field = "partitions[%d]" % i
         chk.unknown_keys(field, part, {"name", "class", "node_groups"} | set(PARTITION_DEFAULTS))
         for key, value in PARTITION_DEFAULTS.items():
             part.setdefault(key, copy.deepcopy(value))
-        chk.name(field + ".name", part.get("name"))
-        if part.get("class") not in CLASSES:
-            chk.error(field + ".class", "%r is not a partition class" % (part.get("class"),),
+        chk.name(field + ".name", part.get("name"), RESERVED_PARTITION_NAMES, "partition name")
+        if not isinstance(part.get("class"), str) or part.get("class") not in CLASSES:
+            chk.error(field + ".class", "%s is not a partition class" % _show(part.get("class")),
                       "use class: production or class: burst")
-        refs = part.get("node_groups")
-        if not isinstance(refs, list) or not refs:
+        refs = chk.name_list(field + ".node_groups", part.get("node_groups"), "node groups")
+        if refs is not None and not part.get("node_groups"):
             chk.error(field + ".node_groups", "must list at least one node group",
                       "name node groups from node_groups: %s" % ", ".join(sorted(node_groups)))
-            refs = []
+        part["node_groups_checked"] = refs or []
         part["nodes"] = []
-        for ref in refs:
+        for ref in refs or []:
             if ref not in node_groups:
                 chk.error(field + ".node_groups", "node group %r does not exist" % (ref,),
                           "use one of: %s, or add it under node_groups" % ", ".join(sorted(node_groups)))
             else:
-                part["nodes"].extend(node_groups[ref]["node_names"])
-        for grp in part.get("allow_groups") or []:
+                memberships += len(node_groups[ref]["node_names"])
+                if memberships <= MAX_PARTITION_NODES:
+                    part["nodes"].extend(node_groups[ref]["node_names"])
+        if part["allow_groups"] is None:
+            part["allow_groups"] = []
+        allowed = chk.name_list(field + ".allow_groups", part["allow_groups"], "groups")
+        for grp in allowed or []:
             if grp not in group_names:
                 chk.error(field + ".allow_groups", "group %r is not declared" % (grp,),
                           "add it under groups (it must exist in the directory) or remove it here")
         if part.get("class") == "burst" and not part.get("allow_groups"):
             chk.error(field + ".allow_groups", "a burst partition must name who may use it",
                       "list the directory groups allowed to burst")
+        if part["default"] is None:
+            part["default"] = False
+        chk.boolean(field + ".default", part["default"])
         try:
-            part["max_time_minutes"] = parse_duration_minutes(part["max_time"])
+            part["max_time_minutes"] = slurm_time_minutes(part["max_time"])
         except ValueError as exc:
-            chk.error(field + ".max_time", str(exc), 'write e.g. "2-00:00:00" or UNLIMITED')
+            chk.error(field + ".max_time", str(exc),
+                      'write e.g. "2-00:00:00" (D-HH:MM:SS, HH:MM:SS, MM:SS or minutes; MM, SS below 60, '
+                      'HH below 24 after days), more than zero and at most a year, or UNLIMITED')
             part["max_time_minutes"] = None
         tier = part.get("priority_tier")
         if tier is None:
             part["priority_tier"] = PRODUCTION_TIER_DEFAULT if part.get("class") == "production" else BURST_TIER_DEFAULT
-        elif chk.positive_int(field + ".priority_tier", tier) and tier > 65533:
-            chk.error(field + ".priority_tier", "must be at most 65533", "pick a smaller tier")
+        elif _is_int(tier) and tier > MAX_TIER:
+            chk.error(field + ".priority_tier", "must be at most %d" % MAX_TIER, "pick a smaller tier")
+        else:
+            chk.whole(field + ".priority_tier", tier, 1, MAX_TIER, "give a whole number > 0")
+    if memberships > MAX_PARTITION_NODES:
+        chk.error("partitions", "hold %d node memberships in all, more than %d" % (memberships, MAX_PARTITION_NODES),
+                  "use fewer partitions per node")
     production = [p for p in parts if p.get("class") == "production"]
     if parts and not production:
         chk.error("partitions", "there is no production partition",
                   "add a partition with class: production (burst only borrows production's nodes)")
-    defaults = [p.get("name") for p in parts if p.get("default")]
+    defaults = [_label(p.get("name")) for p in parts if p.get("default") is True]
     if len(defaults) > 1:
         chk.error("partitions", "more than one default partition (%s)" % ", ".join(defaults),
                   "set default: true on one partition only")
-    for p in parts:
-        if p.get("default") and p.get("class") == "burst":
-            chk.error("partitions.%s.default" % p.get("name"), "a burst partition cannot be the default",
+    for i, p in entries:
+        if p.get("default") is True and p.get("class") == "burst":
+            chk.error("%s.default" % _pfield(i, p), "a burst partition cannot be the default",
                       "make a production partition the default, so nobody lands on preemptible nodes by accident")
     if not defaults and production:
         production[0]["default"] = True
-    for b in (p for p in parts if p.get("class") == "burst"):
-        for p in production:
-            shared = set(b["nodes"]) & set(p["nodes"])
-            if shared and isinstance(b["priority_tier"], int) and isinstance(p["priority_tier"], int) \
-                    and b["priority_tier"] >= p["priority_tier"]:
-                chk.error("partitions.%s.priority_tier" % b["name"],
+    for i, b in entries:
+        if b.get("class") != "burst" or not _is_int(b.get("priority_tier")):
+            continue
+        for p in (p for p in production if _is_int(p.get("priority_tier"))):
+            shared_groups = set(b["node_groups_checked"]) & set(p["node_groups_checked"])
+            if shared_groups and b["priority_tier"] >= p["priority_tier"]:
+                shared = sorted(n for g in shared_groups if g in node_groups for n in node_groups[g]["node_names"])
+                listed = ",".join(shared[:16]) + (",... (%d nodes)" % len(shared) if len(shared) > 16 else "")
+                chk.error("%s.priority_tier" % _pfield(i, b),
                           "burst tier %d is not below production partition %s's tier %d although they share %s"
-                          % (b["priority_tier"], p["name"], p["priority_tier"], ",".join(sorted(shared))),
+                          % (b["priority_tier"], _label(p.get("name")), p["priority_tier"], listed),
                           "give burst partitions a lower priority_tier than every production partition "
                           "they share nodes with (leave priority_tier out for the defaults %d and %d)"
                           % (BURST_TIER_DEFAULT, PRODUCTION_TIER_DEFAULT))
+    for p in parts:
+        p.pop("node_groups_checked", None)
     return parts
 
 
@@ -350,95 +816,217 @@ def _check_sections(chk, model):
             chk.error(section, "must be a mapping", "write %s: as a mapping of its fields" % section)
             given = {}
         chk.unknown_keys(section, given, set(defaults))
-        if section == "burst" and isinstance(given.get("per_user"), dict):
-            chk.unknown_keys("burst.per_user", given["per_user"], set(defaults["per_user"]))
+        if section == "burst" and "per_user" in given:
+            per_user = given["per_user"]
+            if per_user is None:
+                given = dict(given, per_user={})
+            elif not isinstance(per_user, dict):
+                chk.error("burst.per_user", "must be a mapping", "write per_user: as a mapping of max_cores, "
+                          "max_jobs and max_submit_jobs")
+                given = dict(given, per_user={})
+            else:
+                chk.unknown_keys("burst.per_user", per_user, set(defaults["per_user"]))
         sections[section] = _merge(defaults, given)
     return sections
 
 
 def _check_burst(chk, burst, parts, total_cores):
-    chk.name("burst.qos", burst["qos"])
-    chk.name("burst.account", burst["account"])
-    chk.positive_int("burst.grace_time", burst["grace_time"], allow_zero=True)
+    chk.name("burst.qos", burst["qos"], RESERVED_QOS, "QOS name")
+    chk.name("burst.account", burst["account"], RESERVED_ACCOUNTS, "account name")
+    chk.whole("burst.grace_time", burst["grace_time"], 0, MAX_GRACE_SECONDS,
+              "give the seconds between SIGTERM and SIGKILL (GraceTime=), 0 to %d, e.g. 60" % MAX_GRACE_SECONDS)
     share = burst["max_share_percent"]
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 100:
-        chk.error("burst.max_share_percent", "%r is not in (0, 100]" % (share,),
+        chk.error("burst.max_share_percent", "%s is not in (0, 100]" % _show(share),
                   "give the largest share of the cluster's cores burst work may hold, e.g. 50")
         share = None
-    for key in ("max_cores", "max_jobs", "max_submit_jobs"):
-        chk.positive_int("burst.per_user.%s" % key, burst["per_user"][key])
+    fixes = {"max_cores": "give the burst cores one user may hold, e.g. 16",
+             "max_jobs": "give the burst jobs one user may run at once, e.g. 32",
+             "max_submit_jobs": "give the burst jobs one user may have queued, e.g. 200"}
+    for key, fix in fixes.items():
+        chk.whole("burst.per_user.%s" % key, burst["per_user"][key], 1,
+                  MAX_CPUS * MAX_NODES if key == "max_cores" else MAX_JOBS, fix)
     try:
-        burst["max_walltime_minutes"] = parse_duration_minutes(burst["max_walltime"])
+        burst["max_walltime_minutes"] = slurm_time_minutes(burst["max_walltime"])
         if burst["max_walltime_minutes"] is None:
             chk.error("burst.max_walltime", "burst work must have a finite walltime", 'give e.g. "04:00:00"')
     except ValueError as exc:
-        chk.error("burst.max_walltime", str(exc), 'write e.g. "04:00:00"')
+        chk.error("burst.max_walltime", str(exc), 'write e.g. "04:00:00" (HH:MM:SS with MM, SS below 60, or '
+                  'D-HH:MM:SS with HH below 24), more than zero and at most a year')
         burst["max_walltime_minutes"] = None
+    walltime = burst["max_walltime_minutes"]
+    if walltime and _is_int(burst["grace_time"]) and 0 <= burst["grace_time"] <= MAX_GRACE_SECONDS \
+            and burst["grace_time"] >= walltime * 60:
+        chk.error("burst.grace_time", "%d seconds is not shorter than burst.max_walltime" % burst["grace_time"],
+                  "give a grace time of seconds to minutes, e.g. 60")
     burst["max_cores"] = int(total_cores * share / 100) if share else 0
+    if not chk.cores_known:
+        share = None  # the cluster's size is unknown: the cap checks would only add noise
     if share and burst["max_cores"] < 1:
         chk.error("burst.max_share_percent", "%s%% of %d cores is less than one core" % (share, total_cores),
                   "raise the share or add nodes")
     per_user = burst["per_user"]["max_cores"]
-    if isinstance(per_user, int) and share and per_user > burst["max_cores"] > 0:
+    if _is_int(per_user) and share and per_user > burst["max_cores"] > 0:
         chk.error("burst.per_user.max_cores", "%d exceeds the burst cap of %d cores (%s%% of %d)"
                   % (per_user, burst["max_cores"], share, total_cores),
                   "lower per_user.max_cores or raise max_share_percent")
-    for p in parts:
-        if p.get("class") == "burst" and burst["max_walltime_minutes"] and p.get("max_time_minutes") \
-                and p["max_time_minutes"] < burst["max_walltime_minutes"]:
-            chk.error("partitions.%s.max_time" % p["name"], "is shorter than burst.max_walltime",
+    for i, p in enumerate(parts):
+        if p.get("class") == "burst" and walltime and p.get("max_time_minutes") \
+                and p["max_time_minutes"] < walltime:
+            chk.error("%s.max_time" % _pfield(i, p), "is shorter than burst.max_walltime",
                       "leave max_time out on burst partitions (it follows burst.max_walltime) or make them agree")
         if p.get("class") == "burst":
-            p["max_time_minutes"] = burst["max_walltime_minutes"]
-            p["max_time"] = format_slurm_minutes(burst["max_walltime_minutes"])
+            p["max_time_minutes"] = walltime
+            p["max_time"] = format_slurm_minutes(walltime)
 
 
-def _check_services(chk, sections, model):
-    ca, dask, metrics = sections["ca"], sections["dask"], sections["metrics"]
-    if ca["key_type"] not in KEY_TYPES:
-        chk.error("ca.key_type", "%r is not supported" % (ca["key_type"],), "use one of: %s" % ", ".join(KEY_TYPES))
-    for key in ("host_cert_days", "user_cert_days", "renew_before_days"):
-        chk.positive_int("ca.%s" % key, ca[key])
-    if isinstance(ca["renew_before_days"], int) and isinstance(ca["user_cert_days"], int) \
-            and ca["renew_before_days"] >= ca["user_cert_days"]:
-        chk.error("ca.renew_before_days", "is not shorter than user_cert_days",
-                  "renew some days before expiry, e.g. 2 for 7-day user certificates")
+def _check_ca(chk, ca, model):
     if ca["name"] is None:
         ca["name"] = "%s internal CA" % model.get("name")
-    if dask["tls"] not in ("required", "optional"):
-        chk.error("dask.tls", "%r is not a TLS mode" % (dask["tls"],),
-                  "use required (recommended) or optional")
-    chk.positive_int("dask.worker_cores", dask["worker_cores"])
-    try:
-        parse_size_bytes(dask["worker_memory"])
-    except ValueError as exc:
-        chk.error("dask.worker_memory", str(exc), "write e.g. 2GiB")
-    for key in ("exporter_port", "prometheus_port"):
-        if chk.positive_int("metrics.%s" % key, metrics[key]) and metrics[key] > 65535:
-            chk.error("metrics.%s" % key, "is not a TCP port", "give a port from 1 to 65535")
-    if not re.match(r"^\d+[smh]$", str(metrics["scrape_interval"])):
-        chk.error("metrics.scrape_interval", "%r is not a Prometheus duration" % (metrics["scrape_interval"],),
-                  "write e.g. 30s or 1m")
-    ldap = sections["ldap"]
-    if ldap["uri"] is not None:
-        if not re.match(r"^ldaps?://", str(ldap["uri"])):
-            chk.error("ldap.uri", "%r is not an LDAP URI" % (ldap["uri"],), "write e.g. ldaps://ldap.example.org")
+    else:
+        chk.text("ca.name", ca["name"], 64, "give the CA's name (its certificates' CN), one line of at most 64 "
+                 "characters")
+    chk.path("ca.dir", ca["dir"], "give an absolute directory of its own, e.g. /etc/daskhpc/ca", system_ok=False)
+    chk.choice("ca.key_type", ca["key_type"], KEY_TYPES, "supported", "use one of: %s" % ", ".join(KEY_TYPES))
+    days_ok = [
+        chk.whole("ca.host_cert_days", ca["host_cert_days"], 1, MAX_HOST_CERT_DAYS,
+                  "give the days host certificates are valid, at most %d, e.g. 90" % MAX_HOST_CERT_DAYS),
+        chk.whole("ca.user_cert_days", ca["user_cert_days"], 1, MAX_USER_CERT_DAYS,
+                  "give the days user certificates are valid, at most %d, e.g. 7" % MAX_USER_CERT_DAYS),
+        chk.whole("ca.renew_before_days", ca["renew_before_days"], 1, MAX_HOST_CERT_DAYS,
+                  "give the days before expiry a certificate is renewed, e.g. 2"),
+    ]
+    if all(days_ok):
+        if ca["renew_before_days"] >= ca["user_cert_days"]:
+            chk.error("ca.renew_before_days", "is not shorter than user_cert_days",
+                      "renew some days before expiry, e.g. 2 for 7-day user certificates")
+        if ca["renew_before_days"] >= ca["host_cert_days"]:
+            chk.error("ca.host_cert_days", "%d is not longer than renew_before_days (%d): every run would renew"
+                      % (ca["host_cert_days"], ca["renew_before_days"]),
+                      "give host certificates more days than the renewal window, e.g. 90")
+
+
+def _check_ldap(chk, ldap):
+    uri = ldap["uri"]
+    if uri is not None:
+        match = _LDAP_URI_RE.match(uri) if isinstance(uri, str) else None
+        host = match.group(2).strip("[]") if match else None
+        if not match or not _is_hostname(host) or (match.group(3) and not 0 < int(match.group(3)) <= 65535):
+            chk.error("ldap.uri", "%s is not an LDAP URI" % _show(uri),
+                      "write one URI, ldaps://host[:port] or ldap://host[:port], e.g. ldaps://ldap.example.org")
         for key in ("base_dn", "user_base", "group_base"):
             if not ldap[key]:
                 chk.error("ldap.%s" % key, "is required when ldap.uri is set", "give the DN")
-        if ldap["group_schema"] not in ("posixGroup", "groupOfNames"):
-            chk.error("ldap.group_schema", "%r is not supported" % (ldap["group_schema"],),
-                      "use posixGroup (memberUid) or groupOfNames (member)")
-    if sections["accounting"]["host"] is None:
-        sections["accounting"]["host"] = "localhost"
+    chk.boolean("ldap.start_tls", ldap["start_tls"])
+    dns = {}
+    for key in ("base_dn", "user_base", "group_base", "bind_dn"):
+        value = ldap[key]
+        if value is None or value == "":
+            continue
+        if isinstance(value, str) and len(value) > 1024:
+            chk.error("ldap.%s" % key, "is longer than 1024 characters", "give the DN")
+            continue
+        try:
+            dns[key] = parse_dn(value)
+        except ValueError as exc:
+            chk.error("ldap.%s" % key, "is not a DN: %s" % exc,
+                      "write an RFC 4514 DN such as ou=people,dc=example,dc=org (no spaces after commas)")
+    base = dns.get("base_dn")
+    for key in ("user_base", "group_base"):
+        if base and key in dns and dns[key][-len(base):] != base:
+            chk.error("ldap.%s" % key, "%s is not under base_dn %s" % (ldap[key], ldap["base_dn"]),
+                      "give a DN that ends with base_dn")
+    chk.choice("ldap.group_schema", ldap["group_schema"], ("posixGroup", "groupOfNames"), "supported",
+               "use posixGroup (memberUid) or groupOfNames (member)")
 
 
-def _plain(value):
-    """A deep copy made of plain dicts, lists and scalars (Ansible hands filters lazy, tagged types)."""
+def _check_services(chk, sections, model):
+    ca, dask, metrics, accounting = sections["ca"], sections["dask"], sections["metrics"], sections["accounting"]
+    _check_ca(chk, ca, model)
+    chk.choice("dask.tls", dask["tls"], ("required", "optional"), "a TLS mode",
+               "use required (recommended) or optional")
+    chk.whole("dask.worker_cores", dask["worker_cores"], 1, MAX_CPUS, "give the cores of one Dask worker, e.g. 1")
+    memory = dask["worker_memory"]
+    try:
+        if isinstance(memory, bool) or not (_is_int(memory) or isinstance(memory, str) and _SIZE_RE.match(memory)):
+            raise ValueError("%s is not a size" % _show(memory))
+        size = parse_size_bytes(memory)
+        if not MIN_WORKER_MEMORY <= size <= MAX_WORKER_MEMORY:
+            raise ValueError("%s is not from 1MiB to 1PiB" % _show(memory))
+    except ValueError as exc:
+        chk.error("dask.worker_memory", str(exc), "write e.g. 2GiB (from 1MiB to 1PiB)")
+    chk.path("dask.python", dask["python"], "give the absolute path of the workers' Python, e.g. "
+             "/opt/daskhpc/venv/bin/python")
+    if dask["interface"] is not None and (not isinstance(dask["interface"], str)
+                                          or not _INTERFACE_RE.match(dask["interface"])
+                                          or dask["interface"] in (".", "..")):
+        chk.error("dask.interface", "%s is not a network interface name" % _show(dask["interface"]),
+                  "give an interface such as ib0 or eth0 (1-15 letters, digits, '_', '.', '-'), or leave it out")
+    if dask["contact"] is not None:
+        chk.text("dask.contact", dask["contact"], 256, "say in one line whom data scientists should ask")
+
+    ports = []
+    if accounting["host"] is None:
+        accounting["host"] = "localhost"
+    elif not _is_hostname(accounting["host"]):
+        chk.error("accounting.host", "%s is not a host name" % _show(accounting["host"]),
+                  "give the DNS name or address of the slurmdbd host, e.g. dbd01.example.org")
+    if chk.whole("accounting.port", accounting["port"], 1, 65535, "give a TCP port from 1 to 65535, e.g. 6819"):
+        ports.append(("accounting.port", accounting["port"]))
+    if not isinstance(accounting["database"], str) or not _DATABASE_RE.match(accounting["database"]):
+        chk.error("accounting.database", "%s is not a database name" % _show(accounting["database"]),
+                  "use 1-64 letters, digits or '_', starting with a letter or '_', e.g. slurm_acct_db")
+    for key in ("exporter_port", "prometheus_port"):
+        if chk.whole("metrics.%s" % key, metrics[key], 1, 65535, "give a port from 1 to 65535"):
+            ports.append(("metrics.%s" % key, metrics[key]))
+    owners = {port: "%s (fixed in slurm.conf)" % name for port, name in SLURM_PORTS.items()}
+    for field, port in ports:
+        if port in owners:
+            chk.error(field, "port %d is also %s" % (port, owners[port]), "give every service its own port")
+        else:
+            owners[port] = field
+    for field, port, host in chk.node_ports:
+        if port in owners:
+            chk.error(field, "port %d of node %s is also %s" % (port, host, owners[port]),
+                      "give emulated nodes ports no service uses")
+    interval = metrics["scrape_interval"]
+    match = _SCRAPE_RE.match(interval) if isinstance(interval, str) else None
+    seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)] if match else 0
+    if not 0 < seconds <= MAX_SCRAPE_SECONDS:
+        chk.error("metrics.scrape_interval", "%s is not a Prometheus duration from 1s to 1h" % _show(interval),
+                  "write e.g. 30s or 1m")
+    chk.path("metrics.dask_targets_dir", metrics["dask_targets_dir"],
+             "give an absolute directory of its own, e.g. /var/lib/daskhpc/dask-targets", system_ok=False)
+    _check_ldap(chk, sections["ldap"])
+
+
+def _merge(defaults, given):
+    merged = copy.deepcopy(defaults)
+    for key, value in (given or {}).items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _plain(value, budget=None, depth=0):
+    """A deep copy made of plain dicts, lists and scalars (Ansible hands filters lazy, tagged types).
+
+    _TooLarge past MAX_VALUES values (every use of a YAML alias counts) or MAX_DEPTH levels.
+    """
+    if budget is None:
+        budget = [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge("holds more than %d values (YAML aliases expanding?). Fix: a site model is small; "
+                        "write the values out instead of nesting aliases" % MAX_VALUES)
+    if depth > MAX_DEPTH:
+        raise _TooLarge("nests more than %d levels deep. Fix: a site model needs only a few levels" % MAX_DEPTH)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget, depth + 1) for v in value]
     if isinstance(value, bool) or value is None:
         return value
     for kind in (int, float, str):
@@ -451,19 +1039,22 @@ def validate(site):
     """Return the normalised, derived model, or raise SiteModelError listing every problem."""
     chk = _Checker()
     if not isinstance(site, dict):
-        raise SiteModelError(["daskhpc_site: is not a mapping. Fix: define daskhpc_site in group_vars "
-                              "(see inventories/example-site)"])
-    model = _plain(site)
+        raise SiteModelError(["daskhpc_site: %s is not a mapping. Fix: define daskhpc_site in group_vars "
+                              "(see inventories/example-site)" % ("null" if site is None else type(site).__name__)])
+    try:
+        model = _plain(site)
+    except _TooLarge as exc:
+        raise SiteModelError(["daskhpc_site: %s" % exc]) from None
     chk.unknown_keys("daskhpc_site", model, TOP_LEVEL_KEYS)
-    chk.name("name", model.get("name"))
-    if model.get("scheduler") not in SCHEDULERS:
-        chk.error("scheduler", "%r is not supported" % (model.get("scheduler"),), "use slurm or pbs")
+    chk.name("name", model.get("name"), what="cluster name")
+    if not isinstance(model.get("scheduler"), str) or model.get("scheduler") not in SCHEDULERS:
+        chk.error("scheduler", "%s is not supported" % _show(model.get("scheduler")), "use slurm or pbs")
     node_groups = _check_node_groups(chk, model)
     group_names = _check_groups(chk, model)
     parts = _check_partitions(chk, model, node_groups, group_names)
     sections = _check_sections(chk, model)
     total_cores = sum(g["cpus"] * len(g["node_names"]) for g in node_groups.values()
-                      if isinstance(g.get("cpus"), int))
+                      if _is_int(g.get("cpus")) and 0 < g["cpus"] <= MAX_CPUS)
     _check_burst(chk, sections["burst"], parts, total_cores)
     _check_services(chk, sections, model)
     if chk.errors:

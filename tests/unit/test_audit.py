@@ -399,6 +399,31 @@ def test_cli_site_model_file_and_period(tmp_path):
                  "--until", "2024-01-01"]) == 2
 
 
+@pytest.mark.parametrize("site", [
+    [{"name": "synth"}],
+    "synth",
+    {"name": ["synth"], "node_groups": [5, {"name": ["x"]}, {"name": "c", "nodes": "n[1-12000000]"}],
+     "partitions": [3, {"name": {"a": 1}}, {"name": "p", "node_groups": [["c"]], "allow_groups": "datasci",
+                                            "priority_tier": True}],
+     "groups": "datasci", "burst": {"qos": ["burst"], "per_user": 5}, "dask": [], "ldap": {"uri": 5}},
+], ids=["list", "string", "wrong-types-everywhere"])
+def test_an_invalid_model_of_any_shape_is_reported_not_a_crash(pems, site):
+    data = collect(lab_inputs(pems, site=site))
+    assert data["site"]["model_valid"] is False
+
+
+def test_cli_refuses_a_billion_laughs_site_file(tmp_path):
+    model = tmp_path / "site.yml"
+    model.write_text("daskhpc_site:\n  a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        "  a%d: &a%d [%s]\n" % (i, i, ",".join(["*a" if i == 1 else "*a%d" % (i - 1)] * 9)) for i in range(1, 9)))
+    out = tmp_path / "r"
+    assert main(["--site-model", str(model), "--no-live", "--output", str(out), "--since", "2024-01-01",
+                 "--until", "2024-01-31", "--formats", "json"]) == 0
+    data = json.load(open(out / "audit-report.json"))
+    assert data["site"]["model_valid"] is False
+    assert "YAML aliases" in json.dumps(data)
+
+
 def test_probe_scans_certificates_but_never_keys(tmp_path, pems):
     (tmp_path / "host.pem").write_text(pems["valid"][0])
     (tmp_path / "host.key").write_text("-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n")
