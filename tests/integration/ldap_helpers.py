@@ -1,21 +1,24 @@
-"""Helpers shared by the identity and access tests (real slapd, real nslcd, real Slurm)."""
+"""Helpers shared by the identity and access tests (real slapd on svc, real nslcd on every host, real Slurm).
+
+Directory writes run where the ldap_server role runs them (the inventory's ldap_server host),
+directory reads where a client reads it (the login host), both through the collection's modules.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import time
 from pathlib import Path
 
 import yaml
-from conftest import LabLock, run_playbook
+from conftest import adhoc, inventory_group, run_playbook, sh
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = REPO / "inventories" / "lab" / "group_vars" / "all" / "lab_secrets.yml"
 SITE = REPO / "inventories" / "lab" / "group_vars" / "all" / "site.yml"
 
-
-CA_FILE = "/etc/daskhpc/tls/ca.pem"  # the site CA, deployed by playbooks/pki.yml
+CA_FILE = "/etc/daskhpc/tls/ca.pem"  # the site CA bundle on every host, deployed by playbooks/pki.yml
+DIRECTORY_HOSTS = "ldap_server"      # inventory group of the directory server (svc)
+CLIENT_HOST = "login"                # a directory client: where users log in
 
 
 def ca_file():
@@ -33,15 +36,14 @@ def secrets():
 
 
 def play(playbook, *args, extra_vars=None):
-    """Run a playbook of the project under the lab lock."""
-    with LabLock():
-        return run_playbook(playbook, *args, extra_vars=extra_vars)
+    """Run a playbook of the project (the session's `lab` fixture holds the lab lock)."""
+    return run_playbook(playbook, *args, extra_vars=extra_vars)
 
 
-def write_play(tmp_path, tasks, name="play.yml"):
-    """A one-play playbook on localhost from a list of task dicts."""
+def write_play(tmp_path, tasks, name="play.yml", hosts=DIRECTORY_HOSTS):
+    """A one-play playbook from a list of task dicts, on the directory server unless `hosts` says otherwise."""
     path = tmp_path / name
-    path.write_text(yaml.safe_dump([{"name": "test", "hosts": "localhost", "gather_facts": False,
+    path.write_text(yaml.safe_dump([{"name": "test", "hosts": hosts, "gather_facts": False,
                                      "tasks": tasks}], sort_keys=False))
     return path
 
@@ -58,31 +60,51 @@ def admin_connection():
     }
 
 
-def sh(*argv, check=False):
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+def reader_connection():
+    """Module options binding as the nodes' read-only account (the literal password: no templating ad hoc)."""
+    ldap = ldap_settings()
+    return {
+        "server_uri": ldap["uri"],
+        "start_tls": ldap["start_tls"],
+        "ca_file": ca_file(),
+        "bind_dn": ldap["bind_dn"],
+        "bind_pw": secrets()["daskhpc_ldap_reader_password"],
+    }
 
 
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def directory_read(lab_hosts, host=CLIENT_HOST, allow_failure=False, **options):
+    """onprem.daskhpc.ldap_info on a directory client, bound as the reader: its result dict."""
+    return adhoc(lab_hosts, host, "onprem.daskhpc.ldap_info", allow_failure=allow_failure,
+                 **dict(reader_connection(), **options))[host]
+
+
+def find_users(lab_hosts, names):
+    """{uid: attributes} of the users that exist, as a client sees them."""
+    return directory_read(lab_hosts, user_base=ldap_settings()["user_base"], users=list(names))["users"]
+
+
+def resolve_groups(lab_hosts, names):
+    """{group: [member uids]}, as a client sees them (fails the test if a group does not exist)."""
+    return directory_read(lab_hosts, group_base=ldap_settings()["group_base"], groups=list(names))["groups"]
 
 
 def slapd(action):
-    """Start or stop slapd through its init script (the lab has no systemd)."""
-    return sh("/etc/init.d/slapd", action)
+    """Start or stop slapd on the directory server (a systemd unit)."""
+    return sh("systemctl", action, "slapd", host=directory_host(), check=False)
 
 
-def wait_for_directory(seconds=30):
-    """Until the reader can bind over StartTLS (slapd just (re)started)."""
-    from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as L
+def directory_host():
+    """The directory server's inventory name (svc)."""
+    return inventory_group(DIRECTORY_HOSTS)[0]
 
-    ldap = ldap_settings()
+
+def wait_for_directory(lab_hosts, seconds=60):
+    """Until a client can bind as the reader over StartTLS (slapd just (re)started)."""
     deadline = time.monotonic() + seconds
     while True:
-        try:
-            L.connect(ldap["uri"], ldap["bind_dn"], secrets()["daskhpc_ldap_reader_password"],
-                      start_tls=ldap["start_tls"], ca_file=ca_file()).unbind()
-            return
-        except L.LdapError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+        result = directory_read(lab_hosts, allow_failure=True, base=ldap_settings()["base_dn"])
+        if not result.get("failed"):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("the directory did not come back within %ss: %s" % (seconds, result.get("msg")))
+        time.sleep(1)

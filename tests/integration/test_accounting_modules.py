@@ -1,4 +1,4 @@
-"""slurm_qos against the real slurmdbd: check mode, diff mode, idempotence, removal."""
+"""slurm_qos against the real slurmdbd (run on ctl): check mode, diff mode, idempotence, removal."""
 
 from __future__ import annotations
 

@@ -1,10 +1,14 @@
-"""The audit reports against the real lab: playbooks/audit.yml, the CLI, and the HTML in headless Chromium."""
+"""The audit reports against the real lab: playbooks/audit.yml, the CLI, and the HTML in headless Chromium.
+
+playbooks/audit.yml reads the hosts (probe on every host, the scheduler on ctl, the ledger on the
+CA host) and writes the reports on the Ansible controller; the tests read them there and compare
+with what the hosts hold.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -15,10 +19,11 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO, ansible_env, run_playbook
+from conftest import REPO, ansible_env, inventory_group, read_file, run_playbook
 
 pytestmark = pytest.mark.lab
 
+CA_HOST = inventory_group("ca")[0]  # svc
 SECTIONS = ("summary", "findings", "inventory", "partitions", "access", "certificates", "usage", "drift",
             "packages", "sources")
 CHROMIUM = "/usr/bin/chromium"
@@ -51,10 +56,12 @@ def test_access_review_names_burst_users_through_datasci(report, reports):
 
 
 def test_certificate_inventory_lists_every_issued_certificate(report, lab_site):
-    ledger_path = os.path.join(lab_site.get("ca", {}).get("dir", "/etc/daskhpc/ca"), "ledger.jsonl")
-    assert os.path.exists(ledger_path), "no CA ledger at %s: is playbooks/pki.yml part of lab.yml?" % ledger_path
-    with open(ledger_path) as handle:
-        issued = {json.loads(line)["serial"].lower() for line in handle if line.strip()}
+    ledger_path = lab_site.get("ca", {}).get("dir", "/etc/daskhpc/ca") + "/ledger.jsonl"
+    try:
+        ledger = read_file(CA_HOST, ledger_path).decode()
+    except FileNotFoundError:
+        pytest.fail("no CA ledger at %s:%s: is playbooks/pki.yml part of lab.yml?" % (CA_HOST, ledger_path))
+    issued = {json.loads(line)["serial"].lower() for line in ledger.splitlines() if line.strip()}
     listed = {c["serial"] for c in report["certificates"] if c["source"] == "ledger"}
     assert issued and issued <= listed
     deployed = [c for c in report["certificates"] if c["source"] == "file"]
@@ -80,13 +87,15 @@ def test_json_validates_and_every_csv_parses(report, reports):
         assert rows[0] == columns and all(len(r) == len(columns) for r in rows), name
 
 
-def test_planted_preemptable_production_partition_shows_with_its_severity(lab, lab_site, tmp_path):
-    """A test site model whose burst tier outranks production, audited against the live lab."""
+def test_planted_preemptable_production_partition_shows_with_its_severity(lab, lab_site, reports, tmp_path):
+    """A test site model whose burst tier outranks production, audited against the facts audit.yml just
+    gathered from the live lab's hosts (the CLI reads no local source: the controller runs no daemon)."""
     planted = json.loads(json.dumps(lab_site))
     next(p for p in planted["partitions"] if p["name"] == "burst")["priority_tier"] = 50
     model = tmp_path / "site.yml"
     model.write_text(yaml.safe_dump({"daskhpc_site": planted}))
     proc = subprocess.run([sys.executable, "-m", "daskhpc.cli", "audit", "--site-model", str(model),
+                           "--facts", str(reports / "audit-facts.json"), "--no-live",
                            "--output", str(tmp_path / "out"), "--formats", "json,html"],
                           cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -1,43 +1,24 @@
 """BurstCluster on the lab's real SLURM, run as the data scientist alice (from LDAP), never as root.
 
-The client code runs as alice with the site's environment (/opt/daskhpc/venv, made by the
-dask_client role through playbooks/lab.yml); root only plays production, submitting
-`sbatch -p prod` jobs that preempt half of alice's workers while her computation runs.
+alice logs in to the login host over SSH with her own key and runs the client code there with the
+site's environment (/opt/daskhpc/venv, made by the dask_client role through playbooks/lab.yml);
+her scheduler runs on login, her workers on the compute hosts. root only plays production on ctl,
+submitting `sbatch -p prod` jobs that preempt half of alice's workers while her computation runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
+from burst_helpers import PREAMBLE, PYTHON, USER, result_of, squeue
+from conftest import adhoc, inventory_group, sh, wait_until
 
 from daskhpc.model.site_model import validate
 
 pytestmark = pytest.mark.lab
 
-USER = "alice"
-PYTHON = "/opt/daskhpc/venv/bin/python"
 WORKERS = 16
-
-PREAMBLE = r'''
-import json, os, sys, time, traceback
-from pathlib import Path
-HERE = Path(sys.argv[1])
-def report(**values):
-    print("RESULT " + json.dumps(values), flush=True)
-def wait_for(name, timeout):
-    deadline = time.time() + timeout
-    while not (HERE / name).exists():
-        if time.time() > deadline:
-            raise TimeoutError("the test never wrote " + name)
-        time.sleep(0.5)
-'''
 
 PREEMPTION_SCRIPT = PREAMBLE + r'''
 import numpy as np
@@ -62,7 +43,7 @@ with BurstCluster(workers=%(workers)d, memory="4GiB") as cluster, cluster.get_cl
     future = client.compute(y.sum(axis=0) + y.map_blocks(slow).sum(axis=0))
     time.sleep(6)
     jobs = {name: job.job_id for name, job in cluster.workers.items()}
-    (HERE / "jobs.json").write_text(json.dumps(jobs))
+    event("jobs", jobs)
     wait_for("preempted", 300)                              # root's production jobs have started
     out["done_when_preempted"] = future.done()
     try:
@@ -112,41 +93,15 @@ report(**out)
 '''
 
 
-def as_user(script, workdir, timeout):
-    """Run a client script as alice in the site environment; return its RESULT line and its output."""
-    path = workdir / "script.py"
-    path.write_text(script)
-    os.chmod(path, 0o644)
-    proc = subprocess.run(["runuser", "-u", USER, "--", PYTHON, str(path), str(workdir)], cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    return proc
-
-
-def result_of(proc):
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, "client script failed (rc=%d):\n%s\n%s" % (
-        proc.returncode, proc.stdout[-3000:], proc.stderr[-6000:])
-    return json.loads(lines[-1][len("RESULT "):])
-
-
 @pytest.fixture(scope="module")
 def site_env(lab):
-    """The lab converged (lab.yml includes dask_client.yml); alice is a directory user with an environment."""
-    pwd.getpwnam(USER)
-    assert Path(PYTHON).exists(), "the dask_client role did not create %s" % PYTHON
+    """The lab converged (lab.yml includes dask_client.yml); alice is a directory user with an environment
+    on the login host, and the compute hosts have the same Python for her workers."""
+    assert sh("getent", "passwd", USER, host="login", check=False).returncode == 0, "%s does not resolve" % USER
+    for host in ["login", *inventory_group("slurm_compute")]:
+        assert sh("test", "-x", PYTHON, host=host, check=False).returncode == 0, \
+            "the dask_client role did not create %s on %s" % (PYTHON, host)
     return lab
-
-
-@pytest.fixture()
-def workdir():
-    path = Path(tempfile.mkdtemp(prefix="burstcluster-"))
-    uid = pwd.getpwnam(USER).pw_uid
-    os.chown(path, uid, -1)
-    yield path
-
-
-def squeue(*args):
-    return subprocess.run(["squeue", "--noheader", *args], capture_output=True, text=True, check=True).stdout
 
 
 def production_partition_of(node, site):
@@ -157,7 +112,7 @@ def production_partition_of(node, site):
 
 
 def submit_production(jobs, site):
-    """As root, fill the nodes running half of alice's jobs with production work; return the prod job ids."""
+    """As root on ctl, fill the nodes running half of alice's jobs with production work; return the prod job ids."""
     by_node = {}
     for job_id in jobs:
         node = squeue("--jobs=" + job_id, "--format=%N").strip()
@@ -173,51 +128,32 @@ def submit_production(jobs, site):
              [{"NodeName": name, "CPUs": group["cpus"]} for name in group["node_names"]]}
     prod_ids = []
     for node in chosen:
-        proc = subprocess.run(
-            ["sbatch", "--parsable", "-p", production_partition_of(node, site), "-w", node,
-             "-c", str(cores[node]), "--mem=1G", "-t", "5", "-J", "production", "-o", "/dev/null",
-             "--wrap", "sleep 45"], capture_output=True, text=True, check=True)
+        proc = sh("sbatch", "--parsable", "-p", production_partition_of(node, site), "-w", node,
+                  "-c", str(cores[node]), "--mem=1G", "-t", "5", "-J", "production", "-o", "/dev/null",
+                  "--wrap", "sleep 45")
         prod_ids.append(proc.stdout.strip().split(";")[0])
     return prod_ids, covered
 
 
-def wait_until(predicate, timeout, step=1.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
-def test_burst_computation_survives_preemption_and_size_is_restored(site_env, workdir, lab_site):
+def test_burst_computation_survives_preemption_and_size_is_restored(site_env, user_script, lab_site):
     site = validate(lab_site)
-    script = workdir / "script.py"
-    script.write_text(PREEMPTION_SCRIPT % {"workers": WORKERS})
-    os.chmod(script, 0o644)
-    proc = subprocess.Popen(["runuser", "-u", USER, "--", PYTHON, str(script), str(workdir)], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_until(lambda: (workdir / "jobs.json").exists() or proc.poll() is not None, 400), \
-            "no workers within 400 s"
-        assert proc.poll() is None, "client ended early:\n" + proc.communicate()[1][-4000:]
-        jobs = list(json.loads((workdir / "jobs.json").read_text()).values())
-        assert len(jobs) == WORKERS // 4  # four workers per job (forked from one process)
-        for line in squeue("--jobs=" + ",".join(jobs), "--format=%P|%q|%a|%u").splitlines():
-            assert line.split("|") == ["burst", "burst", "burst", USER]
-        prod_ids, preempted = submit_production(jobs, site)
-        assert preempted == len(jobs) // 2
-        assert wait_until(lambda: all(s == "RUNNING" for s in squeue(
-            "--jobs=" + ",".join(prod_ids), "--states=all", "--format=%T").split()), 180), \
-            "production jobs did not start: they should preempt burst jobs"
-        (workdir / "preempted").touch()
-        assert wait_until(lambda: not squeue("--jobs=" + ",".join(prod_ids), "--format=%i").strip(), 240)
-        (workdir / "production_ended").touch()
-        out_text, err_text = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    result = result_of(subprocess.CompletedProcess(proc.args, proc.returncode, out_text, err_text))
+    script = user_script(USER)
+    proc = script.start(PREEMPTION_SCRIPT % {"workers": WORKERS})
+    jobs = list(script.event("jobs", 400).values())  # fails at once if the client ends early
+    assert len(jobs) == WORKERS // 4  # four workers per job (forked from one process)
+    for line in squeue("--jobs=" + ",".join(jobs), "--format=%P|%q|%a|%u").splitlines():
+        assert line.split("|") == ["burst", "burst", "burst", USER]
+    prod_ids, preempted = submit_production(jobs, site)
+    assert preempted == len(jobs) // 2
+    assert wait_until(lambda: all(s == "RUNNING" for s in squeue(
+        "--jobs=" + ",".join(prod_ids), "--states=all", "--format=%T").split()), 180), \
+        "production jobs did not start: they should preempt burst jobs"
+    script.mark("preempted")
+    assert wait_until(lambda: not squeue("--jobs=" + ",".join(prod_ids), "--format=%i").strip(), 240)
+    script.mark("production_ended")
+    done = proc.finish(600)
+    err_text = done.stderr
+    result = result_of(done)
     assert result["workers_before"] == WORKERS
     assert result["done_when_preempted"] is False, "the computation ended before the preemption: no test"
     assert result["error"] is None, result["error"]  # in particular no KilledWorker
@@ -227,8 +163,8 @@ def test_burst_computation_survives_preemption_and_size_is_restored(site_env, wo
     assert "KilledWorker" not in err_text
 
 
-def test_job_script_is_a_dask_jobqueue_script_on_the_burst_partition(site_env, workdir):
-    proc = as_user(PREAMBLE + r'''
+def test_job_script_is_a_dask_jobqueue_script_on_the_burst_partition(site_env, user_script, lab_hosts):
+    proc = user_script(USER).run(PREAMBLE + r'''
 import urllib.request
 from daskhpc import BurstCluster
 with BurstCluster(progress=False) as cluster:
@@ -236,14 +172,15 @@ with BurstCluster(progress=False) as cluster:
         metrics = page.read().decode()
     report(script=cluster.job_script(), scheduler=cluster.scheduler_address, link=cluster.dashboard_link,
            metrics=metrics)
-''', workdir, timeout=120)
+''', timeout=120)
     result = result_of(proc)
     script = result["script"]
     for directive in ("#SBATCH -p burst", "#SBATCH -A burst", "#SBATCH --qos=burst", "#SBATCH --requeue",
                       "#SBATCH -t 04:00:00", "#SBATCH --signal=B:TERM@"):
         assert directive in script
     assert "exec /opt/daskhpc/venv/bin/python -m daskhpc.worker " + result["scheduler"] in script
-    tls = Path("/home/%s/.daskhpc/tls/user.pem" % USER).exists()
+    credential = "/home/%s/.daskhpc/tls/user.pem" % USER
+    tls = adhoc(lab_hosts, "login", "stat", path=credential)["login"]["stat"]["exists"]
     assert result["scheduler"].startswith("tls://" if tls else "tcp://")
     if tls:  # the worker gets alice's credential, and the identity-bound security is used
         assert "--tls-cert /home/alice/.daskhpc/tls/user.pem" in script
@@ -252,12 +189,10 @@ with BurstCluster(progress=False) as cluster:
 
 
 def test_doctor_passes_for_a_data_scientist_and_says_what_to_fix_for_others(site_env):
-    ok = subprocess.run(["runuser", "-u", USER, "--", "/opt/daskhpc/venv/bin/daskhpc", "doctor"], cwd="/tmp",
-                        capture_output=True, text=True, timeout=120, check=False)
+    ok = sh("/opt/daskhpc/venv/bin/daskhpc", "doctor", user=USER, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.splitlines()[-1] == "8 passed, 0 failed"
-    denied = subprocess.run(["runuser", "-u", "mallory", "--", "/opt/daskhpc/venv/bin/daskhpc", "doctor", "--json"],
-                            cwd="/tmp", capture_output=True, text=True, timeout=120, check=False)
+    denied = sh("/opt/daskhpc/venv/bin/daskhpc", "doctor", "--json", user="mallory", check=False)
     assert denied.returncode == 1
     checks = {c["name"]: c for c in json.loads(denied.stdout)}
     assert not checks["burst access"]["ok"] and "datasci" in checks["burst access"]["fix"]
@@ -265,8 +200,8 @@ def test_doctor_passes_for_a_data_scientist_and_says_what_to_fix_for_others(site
     assert checks["batch system"]["ok"] and checks["site configuration"]["ok"]
 
 
-def test_requests_beyond_policy_fail_with_the_clear_message(site_env, workdir):
-    result = result_of(as_user(POLICY_SCRIPT, workdir, timeout=180))
+def test_requests_beyond_policy_fail_with_the_clear_message(site_env, user_script):
+    result = result_of(user_script(USER).run(POLICY_SCRIPT, timeout=180))
     assert "walltime=05:00:00 is too long: burst jobs may run at most 04:00:00" in result["walltime"]
     for label in ("partition", "partition_long"):
         assert "would change the partition" in result[label]
@@ -299,14 +234,13 @@ with BurstCluster(walltime="00:03:00", memory="4GiB") as cluster, cluster.get_cl
 '''
 
 
-def test_adapt_keeps_its_size_when_workers_reach_their_lifetime(site_env, workdir):
+def test_adapt_keeps_its_size_when_workers_reach_their_lifetime(site_env, user_script):
     """dask-jobqueue #691: workers retired by --lifetime are replaced, under adapt too."""
-    result = result_of(as_user(LIFETIME_SCRIPT, workdir, timeout=600))
+    result = result_of(user_script(USER).run(LIFETIME_SCRIPT, timeout=600))
     assert "#SBATCH -t 00:03:00" in result["script"] and "--lifetime 81s" in result["script"]
     assert len(result["first"]) == 1 and result["replaced"] >= 1
     assert not set(result["first"].values()) & set(result["now"].values())
     assert result["workers"] == 4 and result["answer"] == 45
-    states = subprocess.run(["sacct", "--noheader", "--parsable2", "--allocations",
-                             "--jobs=" + ",".join(result["first"].values()), "--format=State"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    states = sh("sacct", "--noheader", "--parsable2", "--allocations",
+                "--jobs=" + ",".join(result["first"].values()), "--format=State").stdout.split()
     assert states and all(state == "COMPLETED" for state in states), states  # retired, not killed at TIMEOUT

@@ -1,12 +1,15 @@
-"""Identity on the lab: real slapd, real nslcd, brought up through playbooks/identity.yml."""
+"""Identity on the lab: real slapd on svc, real nslcd on every host, brought up through playbooks/identity.yml.
+
+Names are resolved on the hosts (getent, id over SSH), the directory is read from a client host
+through onprem.daskhpc.ldap_info (pytest-ansible), written where the ldap_server role writes it.
+"""
 
 from __future__ import annotations
 
 import pytest
-from ldap_helpers import (admin_connection, ca_file, ldap_settings, play, secrets, sh, sha256, slapd,
-                          wait_for_directory, write_play)
-
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as L
+from conftest import HOSTS, adhoc, read_file, sh
+from ldap_helpers import (CLIENT_HOST, admin_connection, ca_file, directory_read, find_users, ldap_settings, play,
+                          reader_connection, resolve_groups, slapd, wait_for_directory, write_play)
 
 pytestmark = pytest.mark.lab
 
@@ -21,13 +24,15 @@ def identity(lab):
     return run
 
 
-@pytest.fixture
-def reader(identity):
-    ldap = ldap_settings()
-    conn = L.connect(ldap["uri"], ldap["bind_dn"], secrets()["daskhpc_ldap_reader_password"],
-                     start_tls=ldap["start_tls"], ca_file=ca_file())
-    yield conn
-    conn.unbind()
+def client_file_checksums(lab_hosts):
+    """{(host, path): sha256} of nslcd.conf and nsswitch.conf on every host."""
+    sums = {}
+    for path in CLIENT_FILES:
+        for host, result in adhoc(lab_hosts, "all", "stat", path=path, checksum_algorithm="sha256").items():
+            assert result["stat"]["exists"], "%s:%s is missing" % (host, path)
+            sums[(host, path)] = result["stat"]["checksum"]
+    assert {host for host, _ in sums} == set(HOSTS)
+    return sums
 
 
 def test_identity_second_converge_changes_nothing(identity):
@@ -35,45 +40,50 @@ def test_identity_second_converge_changes_nothing(identity):
     assert again.rc == 0 and again.changed == 0, again.output[-5000:]
 
 
-def test_getent_passwd_shows_ldap_user(identity):
-    out = sh("getent", "passwd", "alice")
-    assert out.returncode == 0
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_getent_passwd_shows_ldap_user(identity, host):
+    out = sh("getent", "passwd", "alice", host=host, check=False)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "alice:x:10001:100:Alice Lab:/home/alice:/bin/bash"
-    assert "alice" not in open("/etc/passwd").read()  # it comes from the directory, not local files
+    assert b"alice" not in read_file(host, "/etc/passwd")  # it comes from the directory, not local files
 
 
-def test_id_shows_ldap_groups(identity):
-    assert "20001(datasci)" in sh("id", "alice").stdout
-    assert "20001(datasci)" in sh("id", "bob").stdout
-    carol = sh("id", "carol").stdout
+@pytest.mark.parametrize("host", ["login", "ctl"])  # where users work, where slurmctld checks AllowGroups
+def test_id_shows_ldap_groups(identity, host):
+    assert "20001(datasci)" in sh("id", "alice", host=host).stdout
+    assert "20001(datasci)" in sh("id", "bob", host=host).stdout
+    carol = sh("id", "carol", host=host).stdout
     assert "20002(research)" in carol and "datasci" not in carol
-    mallory = sh("id", "mallory")
+    mallory = sh("id", "mallory", host=host, check=False)
     assert mallory.returncode == 0
     assert "datasci" not in mallory.stdout and "research" not in mallory.stdout
 
 
-def test_filter_injection_matches_nothing(reader):
-    ldap = ldap_settings()
-    assert L.find_users(reader, ldap["user_base"], ["*)(uid=*", "*"]) == {}
-    with pytest.raises(L.GroupNotFound):
-        L.find_group(reader, ldap["group_base"], "*)(cn=*")
+def test_filter_injection_matches_nothing(identity, lab_hosts):
+    assert find_users(lab_hosts, ["*)(uid=*", "*"]) == {}
+    refused = directory_read(lab_hosts, allow_failure=True, group_base=ldap_settings()["group_base"],
+                             groups=["*)(cn=*"])
+    assert refused.get("failed") and "not found" in refused["msg"], refused
     # Through nslcd too: the name service escapes it and finds no one.
-    assert sh("getent", "passwd", "*)(uid=*").returncode == 2
-    assert sh("getent", "group", "*)(cn=*").returncode == 2
+    assert sh("getent", "passwd", "*)(uid=*", host=CLIENT_HOST, check=False).returncode == 2
+    assert sh("getent", "group", "*)(cn=*", host=CLIENT_HOST, check=False).returncode == 2
 
 
 def test_filter_injection_through_module_and_lookup(identity, tmp_path):
     ldap = ldap_settings()
-    conn = {k: v for k, v in admin_connection().items()}
-    conn.update(bind_dn=ldap["bind_dn"], bind_pw="{{ daskhpc_ldap_reader_password }}")
+    conn = dict(admin_connection(), bind_dn=ldap["bind_dn"], bind_pw="{{ daskhpc_ldap_reader_password }}")
+    # The module runs on a directory client; the lookup runs on the Ansible controller, verifying the
+    # directory against its own copy of the site CA bundle, as in playbooks/user_credentials.yml.
+    controller_ca = str(tmp_path / "ca.pem")
     playbook = write_play(tmp_path, [
         {"name": "users", "onprem.daskhpc.ldap_info": dict(conn, user_base=ldap["user_base"],
                                                             users=["*)(uid=*"]), "register": "info"},
+        {"name": "bundle", "ansible.builtin.fetch": {"src": ca_file(), "dest": controller_ca, "flat": True}},
         {"name": "members", "ansible.builtin.set_fact": {
             "members": "{{ query('onprem.daskhpc.ldap_members', '*)(cn=*', 'datasci', ldap=daskhpc_site.ldap, "
-                       "bind_pw=daskhpc_ldap_reader_password, ca_file='%s', missing='ignore') }}" % ca_file()}},
+                       "bind_pw=daskhpc_ldap_reader_password, ca_file='%s', missing='ignore') }}" % controller_ca}},
         {"name": "check", "ansible.builtin.assert": {"that": ["info.users == {}", "members == ['alice', 'bob']"]}},
-    ])
+    ], hosts=CLIENT_HOST)
     run = play(str(playbook))
     assert run.rc == 0, run.output[-3000:]
 
@@ -82,7 +92,7 @@ def test_group_not_found_is_named(identity, tmp_path):
     ldap = ldap_settings()
     conn = dict(admin_connection(), bind_dn=ldap["bind_dn"], bind_pw="{{ daskhpc_ldap_reader_password }}")
     playbook = write_play(tmp_path, [{"name": "resolve", "onprem.daskhpc.ldap_info": dict(
-        conn, group_base=ldap["group_base"], groups=["no-such-group"])}])
+        conn, group_base=ldap["group_base"], groups=["no-such-group"])}], hosts=CLIENT_HOST)
     run = play(str(playbook))
     assert run.rc != 0
     assert "group 'no-such-group' not found" in run.output and "Fix:" in run.output
@@ -101,8 +111,7 @@ def _module_tasks(state="present"):
     ]
 
 
-def test_ldap_user_and_group_check_diff_and_idempotence(identity, tmp_path, reader):
-    ldap = ldap_settings()
+def test_ldap_user_and_group_check_diff_and_idempotence(identity, tmp_path, lab_hosts):
     playbook = write_play(tmp_path, _module_tasks())
     cleanup = write_play(tmp_path, list(reversed(_module_tasks("absent"))), "cleanup.yml")
     play(str(cleanup))
@@ -111,11 +120,11 @@ def test_ldap_user_and_group_check_diff_and_idempotence(identity, tmp_path, read
         assert checked.rc == 0 and checked.changed == 2, checked.output[-3000:]
         assert "+    uid: ldaptest" in checked.output and "+    memberUid: ldaptest" in checked.output
         assert "test-password-1" not in checked.output
-        assert L.find_users(reader, ldap["user_base"], ["ldaptest"]) == {}  # check mode wrote nothing
+        assert find_users(lab_hosts, ["ldaptest"]) == {}  # check mode wrote nothing
 
         first = play(str(playbook), "--diff")
         assert first.rc == 0 and first.changed == 2, first.output[-3000:]
-        assert L.resolve_groups(reader, ldap["group_base"], ["ldaptestgrp"]) == {"ldaptestgrp": ["ldaptest"]}
+        assert resolve_groups(lab_hosts, ["ldaptestgrp"]) == {"ldaptestgrp": ["ldaptest"]}
 
         second = play(str(playbook))
         assert second.rc == 0 and second.changed == 0, second.output[-3000:]
@@ -123,27 +132,30 @@ def test_ldap_user_and_group_check_diff_and_idempotence(identity, tmp_path, read
     finally:
         removed = play(str(cleanup))
         assert removed.rc == 0, removed.output[-3000:]
-    assert L.find_users(reader, ldap["user_base"], ["ldaptest"]) == {}
+    assert find_users(lab_hosts, ["ldaptest"]) == {}
 
 
-def test_bind_refused_leaves_client_config_untouched(identity):
-    before = {f: sha256(f) for f in CLIENT_FILES}
+def test_bind_refused_leaves_client_config_untouched(identity, lab_hosts):
+    before = client_file_checksums(lab_hosts)
     run = play("identity.yml", "--tags", "ldap_client", extra_vars={"ldap_client_bind_password": "wrong-password"})
     assert run.rc != 0
     assert "bind refused for cn=reader" in run.output and "invalid credentials" in run.output
-    assert {f: sha256(f) for f in CLIENT_FILES} == before
+    assert client_file_checksums(lab_hosts) == before
 
 
-def test_slapd_stopped_fails_clearly_and_leaves_client_config_untouched(identity):
-    before = {f: sha256(f) for f in CLIENT_FILES}
-    assert slapd("stop").returncode == 0
+def test_slapd_stopped_fails_clearly_and_leaves_client_config_untouched(identity, lab_hosts):
+    before = client_file_checksums(lab_hosts)
+    stopped = slapd("stop")
+    assert stopped.returncode == 0, stopped.stderr
     try:
         run = play("identity.yml", "--tags", "ldap_client")
     finally:
-        assert slapd("start").returncode == 0
-        wait_for_directory()
+        started = slapd("start")
+        wait_for_directory(lab_hosts)
+    assert started.returncode == 0, started.stderr
     assert run.rc != 0
-    assert "directory unreachable: cannot connect to ldap://127.0.0.1:389" in run.output
+    assert "directory unreachable: cannot connect to %s" % reader_connection()["server_uri"] in run.output
     assert "slapd is running" in run.output
-    assert {f: sha256(f) for f in CLIENT_FILES} == before
-    assert sh("getent", "passwd", "alice").returncode == 0  # and the node still resolves users
+    assert client_file_checksums(lab_hosts) == before
+    for host in ("login", "ctl"):  # and the nodes still resolve users
+        assert sh("getent", "passwd", "alice", host=host, check=False).returncode == 0, host

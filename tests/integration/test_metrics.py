@@ -1,5 +1,7 @@
-"""Observability on the lab: the real exporter service, the real Prometheus, real SLURM.
+"""Observability on the lab: the real exporter service (ctl), the real Prometheus (svc), real SLURM.
 
+Prometheus and the exporter are read over the lab network, as Grafana or an operator would;
+squeue and sinfo run on the controller; a data scientist's scheduler runs as alice on login.
 Other helpers' tests share this slurmctld, so jobs come and go: the comparison with squeue/sinfo
 is made when the batch system held still around the exporter's refresh (read before and after;
 retried until both readings agree).
@@ -9,13 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
+import posixpath
 import textwrap
 import time
 import urllib.parse
@@ -23,15 +19,18 @@ import urllib.request
 
 import pytest
 import yaml
-
-from conftest import REPO, LabLock, run_playbook, sh
+from burst_helpers import PREAMBLE, USER
+from conftest import LAB_INVENTORY, Spawned, adhoc, address, inventory_group, run_playbook, sh, write_file
 
 pytestmark = pytest.mark.lab
 
-PROMETHEUS = "http://localhost:9090"
-EXPORTER = "http://localhost:9817/metrics"
+with open(LAB_INVENTORY / "group_vars" / "all" / "site.yml") as _fh:
+    _METRICS = yaml.safe_load(_fh)["daskhpc_site"]["metrics"]
+PROMETHEUS_HOST = inventory_group("prometheus")[0]       # svc
+EXPORTER_HOST = inventory_group("slurm_controller")[0]   # ctl: the exporter runs next to slurmctld
+PROMETHEUS = "http://%s:%d" % (address(PROMETHEUS_HOST), _METRICS["prometheus_port"])
+EXPORTER = "http://%s:%d/metrics" % (address(EXPORTER_HOST), _METRICS["exporter_port"])
 EXPORTER_BIN = "/opt/daskhpc/exporter/bin/daskhpc"
-SITE_VENV_PYTHON = "/opt/daskhpc/venv/bin/python"
 
 
 def get(url, timeout=10):
@@ -62,8 +61,7 @@ def wait_for(what, check, timeout=120, interval=2):
 
 @pytest.fixture(scope="module")
 def metrics(lab, lab_site):
-    with LabLock():
-        run = run_playbook("metrics.yml")
+    run = run_playbook("metrics.yml")
     assert run.rc == 0 and run.failed == 0, run.output[-6000:]
     wait_for("Prometheus to scrape the exporter",
              lambda: [r for r in query('up{job="daskhpc_exporter"}') if r["value"][1] == "1"])
@@ -136,14 +134,19 @@ def test_prometheus_values_equal_squeue_and_sinfo(metrics, held_array):
     assert pending and float(pending[0]["value"][1]) >= 5
 
 
-def test_exporter_runs_unprivileged_and_its_output_passes_promtool(metrics):
-    with open("/run/daskhpc-exporter/daskhpc-exporter.pid", encoding="utf-8") as handle:
-        pid = int(handle.read())
-    assert pwd.getpwuid(os.stat("/proc/%d" % pid).st_uid).pw_name == "daskhpc-exporter"
+def test_exporter_runs_unprivileged_and_its_output_passes_promtool(metrics, lab_hosts):
+    services = adhoc(lab_hosts, EXPORTER_HOST, "service_facts")[EXPORTER_HOST]["ansible_facts"]["services"]
+    assert services["daskhpc-exporter.service"]["state"] == "running", services.get("daskhpc-exporter.service")
+    pid = int(sh("systemctl", "show", "--property=MainPID", "--value", "daskhpc-exporter",
+                 host=EXPORTER_HOST).stdout)
+    assert pid > 0
+    process = adhoc(lab_hosts, EXPORTER_HOST, "stat", path="/proc/%d" % pid)[EXPORTER_HOST]["stat"]
+    assert process["pw_name"] == "daskhpc-exporter"
     text = get(EXPORTER)
     assert "daskhpc_up 1.0" in text
-    proc = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, capture_output=True, check=False)
-    assert proc.returncode == 0, proc.stderr
+    # Prometheus's own checker, where Prometheus is installed
+    proc = sh("promtool", "check", "metrics", host=PROMETHEUS_HOST, input=text, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_prometheus_loaded_the_rules(metrics):
@@ -157,30 +160,21 @@ def test_prometheus_loaded_the_rules(metrics):
 
 # --- Dask schedulers through discovery ---------------------------------------------------------
 
-SCHEDULER_SCRIPT = textwrap.dedent("""\
-    import sys
+SCHEDULER_SCRIPT = PREAMBLE + textwrap.dedent("""\
+    import dask
     from distributed import LocalCluster
     from daskhpc import discovery
 
+    # On the site's network interface: Prometheus scrapes it from another host.
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
-        path = discovery.register(cluster, directory=sys.argv[1])
-        print(cluster.scheduler_info["id"], path, flush=True)
-        sys.stdin.readline()
+                      interface=dask.config.get("daskhpc.interface", default=None),
+                      dashboard_address=":0") as cluster:
+        path = discovery.register(cluster, directory=%(targets_dir)r)
+        event("registered", [cluster.scheduler_info["id"], path])
+        wait_for("close", 600)
         discovery.unregister(cluster)
-    print("closed", flush=True)
+    event("closed")
     """)
-
-
-def scheduler_runner():
-    """(argv prefix, user): a lab user with the site environment if there is one, else ourselves."""
-    try:
-        pwd.getpwnam("alice")
-        if os.access(SITE_VENV_PYTHON, os.X_OK):
-            return ["runuser", "-u", "alice", "--", SITE_VENV_PYTHON], "alice"
-    except KeyError:
-        pass
-    return [sys.executable], pwd.getpwuid(os.getuid()).pw_name
 
 
 def dask_targets(cluster_id):
@@ -188,68 +182,54 @@ def dask_targets(cluster_id):
             if t["labels"].get("job") == "dask" and t["labels"].get("cluster_id") == cluster_id]
 
 
-@pytest.fixture
-def scheduler_script():
-    """The scheduler script somewhere a lab user can read it (pytest's tmp_path is root's only)."""
-    directory = tempfile.mkdtemp(prefix="daskhpc-metrics-")
-    os.chmod(directory, 0o755)
-    script = os.path.join(directory, "scheduler.py")
-    with open(script, "w", encoding="utf-8") as handle:
-        handle.write(SCHEDULER_SCRIPT)
-    os.chmod(script, 0o644)
-    yield script
-    shutil.rmtree(directory)
-
-
-def test_live_dask_scheduler_becomes_a_target_and_goes_away(metrics, scheduler_script):
+def test_live_dask_scheduler_becomes_a_target_and_goes_away(metrics, user_script):
+    """alice's scheduler on the login host registers through discovery; Prometheus on svc scrapes it."""
     targets_dir = metrics["metrics"]["dask_targets_dir"]
-    script = scheduler_script
-    argv, user = scheduler_runner()
-    proc = subprocess.Popen([*argv, str(script), targets_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, cwd="/tmp")
+    script = user_script(USER)
+    proc = script.start(SCHEDULER_SCRIPT % {"targets_dir": targets_dir})
+    cluster_id, path = script.event("registered", 120)
+    if not path:
+        script.mark("close")
+        pytest.fail("the scheduler on the login host could not register in %s:\n%s" % (
+            targets_dir, proc.finish(60).stderr[-3000:]))
     try:
-        cluster_id, path = proc.stdout.readline().split()
-        assert os.path.dirname(path) == targets_dir
+        assert posixpath.dirname(path) == targets_dir
         targets = wait_for("the scheduler as an up target", lambda: [
             t for t in dask_targets(cluster_id) if t["health"] == "up"], timeout=120)
-        assert targets[0]["labels"]["user"] == user
+        assert targets[0]["labels"]["user"] == USER
         assert targets[0]["labels"]["site"] == "lab"
         # Dask's own metrics arrive with the user's label
         workers = wait_for("dask_scheduler_workers", lambda: query(
-            'sum(dask_scheduler_workers{cluster_id="%s", user="%s"})' % (cluster_id, user)))
+            'sum(dask_scheduler_workers{cluster_id="%s", user="%s"})' % (cluster_id, USER)))
         assert float(workers[0]["value"][1]) == 1
     finally:
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "closed"
-        proc.wait(timeout=60)
-    assert not os.path.exists(path)
+        script.mark("close")
+        done = proc.finish(60)
+    assert done.returncode == 0 and "EVENT closed" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert sh("test", "-e", path, host="login", check=False).returncode == 1
     wait_for("the target to disappear", lambda: not dask_targets(cluster_id), timeout=120)
 
 
 # --- batch system down ---------------------------------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
-def test_exporter_keeps_serving_when_the_batch_system_is_down(metrics, tmp_path):
-    """A second exporter (the installed one) whose squeue/sinfo do not exist; the shared slurmctld is untouched."""
-    port = free_port()
-    config = tmp_path / "exporter.yaml"
-    config.write_text(yaml.safe_dump({
-        "listen_address": "127.0.0.1", "listen_port": port, "min_interval_seconds": 0,
+def test_exporter_keeps_serving_when_the_batch_system_is_down(metrics):
+    """A second exporter (the installed one, on ctl) whose squeue/sinfo do not exist; the shared slurmctld
+    and the site's exporter are untouched."""
+    host = EXPORTER_HOST
+    workdir = sh("mktemp", "-d", "/tmp/daskhpc-it-exporter-XXXXXX", host=host).stdout.strip()
+    port = int(sh("python3", "-c", FREE_PORT, host=host).stdout)
+    write_file(workdir + "/exporter.yaml", yaml.safe_dump({
+        "listen_address": address(host), "listen_port": port, "min_interval_seconds": 0,
         "burst_partitions": ["burst"], "production_partitions": ["prod", "bigmem"],
-        "slurm_bin_dir": str(tmp_path / "no-slurm-here"), "ledger_path": str(tmp_path / "no-ledger.jsonl"),
-    }))
-    exporter = EXPORTER_BIN if os.access(EXPORTER_BIN, os.X_OK) else shutil.which("daskhpc")
-    proc = subprocess.Popen([exporter, "exporter", "--config", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+        "slurm_bin_dir": workdir + "/no-slurm-here", "ledger_path": workdir + "/no-ledger.jsonl",
+    }), host=host)
+    proc = Spawned(EXPORTER_BIN, "exporter", "--config", workdir + "/exporter.yaml", host=host)
     try:
-        url = "http://127.0.0.1:%d/metrics" % port
+        url = "http://%s:%d/metrics" % (address(host), port)
 
         def scrape():
             try:
@@ -263,8 +243,8 @@ def test_exporter_keeps_serving_when_the_batch_system_is_down(metrics, tmp_path)
         assert 'daskhpc_scrape_errors_total{source="state"} 2.0' in second
         assert "daskhpc_partition_cores" not in second
         assert "daskhpc_ca_ledger_present 0.0" in second
-        assert proc.poll() is None
+        assert proc.running()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert REPO.exists()
+        proc.stop()
+        sh("rm", "-rf", workdir, host=host, check=False)
+    assert "daskhpc_up 1.0" in get(EXPORTER)

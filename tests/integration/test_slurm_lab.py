@@ -1,9 +1,11 @@
-"""The SLURM lab against its real daemons: partitions, preemption, QOS limits, idempotence, refusal."""
+"""The SLURM lab against its real daemons: partitions, preemption, QOS limits, idempotence, refusal.
+
+slurmctld runs on ctl (root's commands go there), one slurmd on each of cn1, cn2 (compute) and bm1,
+bm2 (bigmem); alice submits on the login host, logged in as herself.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import time
 from datetime import datetime
@@ -11,7 +13,7 @@ from datetime import datetime
 import pytest
 import yaml
 
-from conftest import REPO, run_playbook, sh
+from conftest import REPO, adhoc, inventory_group, run_playbook, sh, slurm_config
 
 pytestmark = pytest.mark.lab
 
@@ -72,18 +74,20 @@ def test_partitions_carry_the_isolation_settings(lab, lab_site):
 def test_burst_qos_limits_are_in_the_scheduler(lab):
     out = sh("sacctmgr", "--parsable2", "--noheader", "show", "qos", "name=burst",
              "format=maxtrespu,maxjobspu,maxsubmitpu,grptres,maxwall,flags").stdout.strip()
-    assert out == "cpu=16|32|200|cpu=24|04:00:00|DenyOnLimit"
+    # per user: 16 cores, 32 jobs, 200 submitted; the whole burst: 50% of the 32 cores of cn1, cn2, bm1, bm2
+    assert out == "cpu=16|32|200|cpu=16|04:00:00|DenyOnLimit"
 
 
 def test_production_job_requeues_a_burst_job_holding_its_nodes(lab, lab_site):
-    burst_id = sh("sbatch", "--parsable", *BURST, "-N2", "-w", "n1,n2", "--ntasks-per-node=8",
-                  "--job-name=burst-filler", "--wrap", "sleep 600", user="alice", env=None).stdout.strip()
+    prod_nodes = inventory_group("cpu_nodes")  # cn1, cn2: the nodes of prod
+    burst_id = sh("sbatch", "--parsable", *BURST, "-N%d" % len(prod_nodes), "-w", ",".join(prod_nodes),
+                  "--ntasks-per-node=8", "--job-name=burst-filler", "--wrap", "sleep 600", user="alice").stdout.strip()
     prod_id = None
     try:
         wait_for(lambda: job(burst_id)["JobState"] == "RUNNING", 180, "the burst job to run")
-        # Production needs every node of prod, two of which the burst job holds.
-        prod_id = sh("sbatch", "--parsable", "-p", "prod", "-N4", "--exclusive", "--job-name=prod-needs-nodes",
-                     "--chdir=/tmp", "--output=/dev/null",
+        # Production needs every node of prod, all of which the burst job holds.
+        prod_id = sh("sbatch", "--parsable", "-p", "prod", "-N%d" % len(prod_nodes), "--exclusive",
+                     "--job-name=prod-needs-nodes", "--chdir=/tmp", "--output=/dev/null",
                      "--wrap", "sleep 20").stdout.strip()
         grace = lab_site["burst"]["grace_time"]
         state = wait_for(lambda: job(prod_id)["JobState"] in ("RUNNING", "COMPLETED") and job(prod_id),
@@ -91,7 +95,7 @@ def test_production_job_requeues_a_burst_job_holding_its_nodes(lab, lab_site):
         waited = (slurm_time(state["StartTime"]) - slurm_time(state["SubmitTime"])).total_seconds()
         # SLURM's bound: GraceTime, then at most KillWait between SIGTERM and SIGKILL; the burst job
         # would otherwise have held the nodes for its whole 600 s.
-        kill_wait = int(re.search(r"KillWait\s*=\s*(\d+)", sh("scontrol", "show", "config").stdout).group(1))
+        kill_wait = int(slurm_config("KillWait").split()[0])
         assert waited <= grace + kill_wait + 10, "production waited %ss: more than GraceTime %ss + KillWait %ss + 10s" \
             % (waited, grace, kill_wait)
         burst = job(burst_id)
@@ -136,20 +140,18 @@ def test_check_mode_reports_no_drift(lab):
     assert run.changed == 0, run.output[-6000:]
 
 
-def tree_digest(*roots):
-    digest = hashlib.sha256()
-    for root in roots:
-        for dirpath, dirnames, filenames in sorted(os.walk(root)):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                digest.update(path.encode())
-                with open(path, "rb") as fh:
-                    digest.update(fh.read())
-    return digest.hexdigest()
+WATCHED = ("/etc/slurm", "/etc/munge", "/etc/dask", "/etc/prometheus", "/etc/daskhpc")
+DIGEST = ("for d in \"$@\"; do [ -d \"$d\" ] && find \"$d\" -type f -print0; done "
+          "| sort -z | xargs -0 -r sha256sum")
 
 
-def test_bad_site_model_is_refused_before_anything_changes(lab, lab_site, tmp_path):
+def tree_digests(lab_hosts):
+    """{host: sha256sum of every file under WATCHED} on every lab host."""
+    results = adhoc(lab_hosts, "all", "command", argv=["sh", "-c", DIGEST, "digest", *WATCHED])
+    return {host: result["stdout"] for host, result in results.items()}
+
+
+def test_bad_site_model_is_refused_before_anything_changes(lab, lab_site, tmp_path, lab_hosts):
     bad = dict(lab_site)
     bad["partitions"] = [dict(p) for p in lab_site["partitions"]]
     bad["partitions"][2]["priority_tier"] = 50  # burst above production: would let burst preempt prod
@@ -158,14 +160,14 @@ def test_bad_site_model_is_refused_before_anything_changes(lab, lab_site, tmp_pa
     bad["node_groups"][0]["cpus"] = 4  # a change that would otherwise be written to slurm.conf
     extra = tmp_path / "bad.yml"
     extra.write_text(yaml.safe_dump({"daskhpc_site": bad}))
-    watched = [d for d in ("/etc/slurm", "/etc/munge", "/etc/dask", "/etc/prometheus") if os.path.isdir(d)]
-    before = tree_digest(*watched)
+    before = tree_digests(lab_hosts)
+    assert "/etc/slurm/slurm.conf" in before["ctl"]
     run = run_playbook("lab.yml", "-e", "@%s" % extra)
     assert run.rc != 0
     assert "partitions.burst.priority_tier" in run.output
     assert "burst.max_share_percent" in run.output
     assert "Fix:" in run.output
-    assert tree_digest(*watched) == before
+    assert tree_digests(lab_hosts) == before
     assert "Validate the site model" in run.output and "TASK [onprem.daskhpc" not in run.output
 
 

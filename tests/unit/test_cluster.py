@@ -24,6 +24,8 @@ def lab_config(**overrides):
                                            "key": "/nonexistent/u.key"}, contact="hpc-help@lab.example")["daskhpc"]
     config["tls"]["mode"] = "optional"
     config["python"] = "/opt/daskhpc/venv/bin/python"
+    # The model names the lab hosts' interface (host0); these clusters run on this machine.
+    config["interface"] = "lo"
     config.update(overrides)
     return config
 
@@ -201,6 +203,6 @@ def test_site_file_written_by_the_role_is_what_dask_reads(tmp_path, monkeypatch)
     assert cfg["workers-per-job"] == 4  # package default kept where the site file is silent
     assert site.tls_mode(cfg) == "required"
     assert site.tls_paths(cfg)["cert"] == str(Path("~/u.pem").expanduser())
-    assert cfg["limits"] == {"max-cores-per-user": 16, "max-jobs-per-user": 32, "max-cores-burst": 24,
+    assert cfg["limits"] == {"max-cores-per-user": 16, "max-jobs-per-user": 32, "max-cores-burst": 16,
                              "max-cores-per-job": 8, "max-memory-per-job": "32000MiB"}
     assert cfg["contact"] == "help@x"

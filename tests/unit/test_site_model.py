@@ -35,11 +35,11 @@ def part(site, name):
 
 def test_lab_model_is_valid_and_derives_the_burst_cap(site):
     model = sm.validate(site)
-    assert model["total_cores"] == 48
-    assert model["burst"]["max_cores"] == 24
+    assert model["total_cores"] == 32  # cn1, cn2, bm1, bm2: 8 cores each
+    assert model["burst"]["max_cores"] == 16  # 50%
     assert model["burst_partitions"] == ["burst"]
     assert model["production_partitions"] == ["prod", "bigmem"]
-    assert part(model, "burst")["nodes"] == ["n1", "n2", "n3", "n4", "n5", "n6"]
+    assert part(model, "burst")["nodes"] == ["cn1", "cn2", "bm1", "bm2"]
 
 
 @pytest.mark.parametrize("path", ["inventories/example-site/group_vars/all/site.yml"])
@@ -89,7 +89,7 @@ def test_burst_share_must_be_in_zero_to_hundred(site, share):
 
 def test_whole_cluster_share_is_allowed(site):
     site["burst"]["max_share_percent"] = 100
-    assert sm.validate(site)["burst"]["max_cores"] == 48
+    assert sm.validate(site)["burst"]["max_cores"] == 32
 
 
 def test_share_smaller_than_one_core_is_refused(site):
@@ -121,14 +121,15 @@ def test_names_must_be_unique(site):
 
 
 def test_a_node_belongs_to_one_node_group(site):
-    site["node_groups"][1]["nodes"] = "n[4-6]"
-    site["node_groups"][1]["port"] = 17010
-    assert any("node n4 is already in node group compute" in e for e in errors_of(site))
+    site["node_groups"][1]["nodes"] = "cn[2-3]"
+    assert any("node cn2 is already in node group compute" in e for e in errors_of(site))
 
 
 def test_emulated_node_ports_must_not_overlap(site):
-    site["node_groups"][1]["port"] = 17003
-    assert any("port 17003" in e for e in errors_of(site))
+    # Emulated nodes (several slurmd on one host): each group's nodes take ports from `port` on.
+    for group, port in zip(site["node_groups"], (17001, 17002)):
+        group.update(hostname="localhost", port=port)
+    assert any("port 17002" in e for e in errors_of(site))
 
 
 def test_unknown_fields_are_reported_with_the_allowed_ones(site):
@@ -166,7 +167,7 @@ def test_burst_qos_carries_the_policy(site):
         "MaxTRESPerUser": "cpu=16",
         "MaxJobsPerUser": 32,
         "MaxSubmitJobsPerUser": 200,
-        "GrpTRES": "cpu=24",
+        "GrpTRES": "cpu=16",
         "MaxWall": "04:00:00",
         "Flags": "DenyOnLimit",
     }
