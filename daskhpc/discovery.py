@@ -1,7 +1,7 @@
 """Make live Dask schedulers Prometheus targets through file-based service discovery (file_sd).
 
-Each live scheduler gets one JSON file in the site's targets directory (dask config
-``daskhpc.metrics-targets-dir``, from the site model's ``metrics.dask_targets_dir``; the
+Each live scheduler gets one JSON file in the site's targets directory (the site file's
+``metrics-targets-dir``, from the site model's ``metrics.dask_targets_dir``; the
 directory is world-writable with the sticky bit, like /tmp)::
 
     [{"targets": ["10.0.0.5:8787"],
@@ -34,22 +34,16 @@ SUFFIX = ".json"
 
 
 def targets_dir():
-    """The targets directory from Dask's configuration (daskhpc.metrics-targets-dir)."""
-    try:
-        import dask.config
+    """The targets directory: the site file's ``metrics-targets-dir`` (a policy key: users cannot move it)."""
+    from daskhpc import config
 
-        return dask.config.get("daskhpc.metrics-targets-dir", default=None) or DEFAULT_TARGETS_DIR
-    except ImportError:
-        return DEFAULT_TARGETS_DIR
+    return config.policy().get("metrics-targets-dir") or DEFAULT_TARGETS_DIR
 
 
 def _site():
-    try:
-        import dask.config
+    from daskhpc import config
 
-        return str(dask.config.get("daskhpc.site", default="") or "")
-    except ImportError:
-        return ""
+    return str(config.policy().get("site") or "")
 
 
 def scheduler_endpoint(cluster):

@@ -2,6 +2,7 @@
 
 Each check prints PASS or FAIL with what it found, and a fix for each failure.
 Exit status 0 when every check passes, 1 otherwise. ``--json`` prints the checks as JSON.
+Every command it runs has a timeout and a clean environment (``daskhpc.batch.run_sync``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import sys
 from dataclasses import asdict, dataclass
 
 from daskhpc import config as site
-from daskhpc.batch import run_sync
+from daskhpc.batch import SlurmBatch, run_sync
+
+# Seconds any one command may take; a command that does not answer fails its check instead of hanging.
+COMMAND_TIMEOUT = 30
 
 
 @dataclass
@@ -32,12 +36,22 @@ class Check:
 class Doctor:
     """The checks, with the user, the configuration and the command runner injectable for tests."""
 
-    def __init__(self, config=None, user=None, run=run_sync, now=None):
-        self.config = site.site_config() if config is None else config
+    def __init__(self, config=None, user=None, run=None, now=None, timeout=COMMAND_TIMEOUT):
+        self.config_error = None
+        if config is None:
+            try:
+                config = site.site_config()
+            except site.NotConfigured as exc:  # e.g. an unsafe site file: reported by check_config
+                config, self.config_error = {}, exc
+        self.config = config
         self.user = user or pwd.getpwuid(os.geteuid()).pw_name
-        self.run = run
+        self.timeout = timeout
+        self.run = run or self._run
         self.now = now or datetime.datetime.now(datetime.timezone.utc)
         self.contact = site.contact(self.config)
+
+    def _run(self, command):
+        return run_sync(command, timeout=self.timeout, env=SlurmBatch().command_environment())
 
     def checks(self):
         results = [self.check_config()]
@@ -55,6 +69,10 @@ class Doctor:
     # --- the checks ---------------------------------------------------------------------
 
     def check_config(self):
+        if self.config_error is not None:
+            return Check("site configuration", False, str(self.config_error).split(". Fix:")[0],
+                         "ask %s to re-run the onprem.daskhpc.dask_client role on this machine (it writes %s "
+                         "root-owned, mode 0644)" % (self.contact, site.SITE_FILE))
         try:
             cfg = site.require_site(self.config)
         except site.NotConfigured as exc:
@@ -63,7 +81,7 @@ class Doctor:
                          % (self.contact, site.SITE_FILE))
         return Check("site configuration", True, "%s: site %s, partition %s, QOS %s, account %s (from %s)" % (
             "configured", cfg["site"], cfg["partition"], cfg["qos"], cfg["account"],
-            site.config_source() or "Dask config"))
+            site.config_source() or "package defaults"))
 
     def check_python(self):
         python = self.config.get("python") or sys.executable

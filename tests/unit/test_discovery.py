@@ -10,6 +10,7 @@ import sys
 
 import dask.config
 import pytest
+from client_helpers import site_file
 
 from daskhpc import discovery
 
@@ -21,7 +22,7 @@ class FakeCluster:
 
 
 def test_register_writes_file_sd_target(tmp_path):
-    with dask.config.set({"daskhpc.site": "lab"}):
+    with site_file(tmp_path / "site", {"site": "lab"}):
         path = discovery.register(FakeCluster(), directory=str(tmp_path), user="alice")
     assert path and os.path.dirname(path) == str(tmp_path)
     with open(path, encoding="utf-8") as handle:
@@ -38,10 +39,15 @@ def test_register_writes_file_sd_target(tmp_path):
     discovery.unregister(FakeCluster())  # twice is fine
 
 
-def test_targets_dir_from_dask_config(tmp_path):
-    with dask.config.set({"daskhpc.metrics-targets-dir": str(tmp_path)}):
+def test_targets_dir_from_the_site_file_only(tmp_path):
+    # Was read from Dask config; a policy key now comes from the site file, and a user's setting is ignored.
+    targets, elsewhere = tmp_path / "targets", tmp_path / "elsewhere"
+    targets.mkdir()
+    elsewhere.mkdir()
+    with site_file(tmp_path, {"metrics-targets-dir": str(targets)}), \
+            dask.config.set({"daskhpc.metrics-targets-dir": str(elsewhere)}):
         path = discovery.register(FakeCluster(cluster_id="Scheduler-cfg"))
-    assert os.path.dirname(path) == str(tmp_path)
+    assert os.path.dirname(path) == str(targets) and not os.listdir(elsewhere)
     discovery.unregister(FakeCluster(cluster_id="Scheduler-cfg"))
 
 
