@@ -38,7 +38,8 @@ def pki_burst_groups(site):
 def pki_user_requests(getent_results, tls_subdir=".daskhpc/tls"):
     """certificate_batch items from a looped ``ansible.builtin.getent`` (database passwd, one user per item).
 
-    Users getent did not find are left out (the role reports them).
+    Users getent did not find are left out (the role reports them). Each item names the user's
+    home, so the CA writes only inside it, through directories the user owns (safepath.py).
     """
     items = []
     for result in getent_results:
@@ -55,6 +56,7 @@ def pki_user_requests(getent_results, tls_subdir=".daskhpc/tls"):
             "subject": {"CN": uid_name},
             "owner": str(uid),
             "group": str(gid),
+            "home": home,
         })
     return items
 

@@ -28,7 +28,6 @@ import json
 import os
 import pwd
 import re
-import tempfile
 
 import cryptography
 from cryptography import x509
@@ -36,6 +35,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .safepath import PathRefused, open_dir
 
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096")
 PROFILES = ("host", "service", "user")
@@ -242,61 +243,14 @@ def _common_name(name):
 # --- files -----------------------------------------------------------------------
 
 
-def backup_file(path):
-    """Copy ``path`` to ``path.<timestamp>~`` (Ansible's backup naming) and return the copy's path."""
-    if not os.path.exists(path):
-        return None
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")
-    dest = "%s.%d.%s~" % (path, os.getpid(), stamp)
-    with open(path, "rb") as src:
-        data = src.read()
-    st = os.stat(path)
-    atomic_write(dest, data, mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid)
-    return dest
-
-
 def atomic_write(path, data, *, mode=0o644, uid=None, gid=None, backup=False, fsync=True):
-    """Write through a temporary file in the same directory, then os.replace (never half-written).
-
-    Mode and owner are set on the temporary file before it becomes visible, so a key is
-    never readable by others, not even for a moment.
-    """
-    backup_path = backup_file(path) if backup else None
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
-    try:
-        os.fchmod(fd, mode)
-        if uid is not None or gid is not None:
-            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return backup_path
-
-
-def ensure_dirs(path, mode=0o700, uid=None, gid=None):
-    """Create the missing directories of ``path`` with mode/owner; existing ones are left alone."""
-    missing = []
-    current = os.path.abspath(path)
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for directory in reversed(missing):
-        os.mkdir(directory, mode)
-        os.chmod(directory, mode)  # umask must not weaken it
-        if uid is not None or gid is not None:
-            os.chown(directory, -1 if uid is None else uid, -1 if gid is None else gid)
-    return missing
+    """Write the CA's own files (root's, in root's directories) through safepath, never half-written."""
+    with open_dir(os.path.dirname(os.path.abspath(path))) as directory:
+        return directory.write(os.path.basename(path), data, mode, uid=uid, gid=gid, fsync=fsync, backup=backup)
 
 
 def read_file(path):
+    """One of the CA's own files (root's, in root's directory); users' files go through safepath."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -421,7 +375,7 @@ def ensure_ca(ca_dir, name, passphrase, *, key_type="ecdsa-p256", root_days=3650
     paths = ca_paths(ca_dir)
     actions = plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days, now)
     if actions and not check_mode:
-        ensure_dirs(ca_dir, 0o700)
+        open_dir(ca_dir, create=True, mode=0o700).close()
         kinds = {a for a, _ in actions}
         if "root" in kinds:
             root_key = generate_key(key_type)
@@ -575,7 +529,7 @@ def normalise_request(req, defaults=None):
 def plan_leaf(req, ca, now=None):
     """Decide whether a leaf must be (re-)issued. Returns (reasons, existing_key, existing_cert)."""
     now = now or utcnow()
-    key_pem, cert_pem = read_file(req["privatekey_path"]), read_file(req["path"])
+    key_pem, cert_pem = read_leaf(req, req["privatekey_path"]), read_leaf(req, req["path"])
     key = cert = None
     reasons = []
     if key_pem is not None:
@@ -619,29 +573,33 @@ def describe_cert(cert):
             "sans": cert_sans(cert), "not_after": isoformat(cert.not_valid_after_utc)}
 
 
-def fix_ownership(req):
-    """Make existing files' modes/owners right (returns True if anything changed)."""
+def leaf_dir(req, path, create=False):
+    """The directory of one of a request's files, reached safely (plugins/module_utils/safepath.py).
+
+    A request with ``home`` (a user's credential) is confined to that home, which must be the
+    owner's own directory, and to directories the owner owns below it.
+    """
+    return open_dir(os.path.dirname(path), req.get("uid"), home=req.get("home"), create=create,
+                    mode=req.get("dir_mode", 0o700), gid=req.get("gid"))
+
+
+def read_leaf(req, path):
+    """A request's existing key or certificate, None when it (or its directory) does not exist."""
+    try:
+        with leaf_dir(req, path) as directory:
+            return directory.read(os.path.basename(path))
+    except FileNotFoundError:
+        return None
+
+
+def repair_leaf_files(req, check_mode=False):
+    """Give the existing files their modes and owners (through their descriptors); True if any was wrong."""
     changed = False
     for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
-        st = os.stat(path)
-        if st.st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
-            changed = True
-        uid, gid = req.get("uid"), req.get("gid")
-        if (uid is not None and st.st_uid != uid) or (gid is not None and st.st_gid != gid):
-            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
-            changed = True
+        with leaf_dir(req, path) as directory:
+            changed |= directory.fix(os.path.basename(path), mode, uid=req.get("uid"), gid=req.get("gid"),
+                                     check_mode=check_mode)
     return changed
-
-
-def ownership_wrong(req):
-    for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
-        st = os.stat(path)
-        uid, gid = req.get("uid"), req.get("gid")
-        if st.st_mode & 0o7777 != mode or (uid is not None and st.st_uid != uid) \
-                or (gid is not None and st.st_gid != gid):
-            return True
-    return False
 
 
 # --- ledger -----------------------------------------------------------------------
@@ -801,7 +759,25 @@ def _resolve_owner(req):
     for key in ("mode", "key_mode", "dir_mode"):
         if isinstance(req.get(key), str):
             req[key] = int(req[key], 8)
+    home = req.get("home")
+    if home:
+        if not req.get("uid"):
+            raise PkiError("%s: home %s is given without an owner other than root" % (label, home),
+                           "give owner (the user whose home it is) with home")
+        home = req["home"] = os.path.normpath(home)
+        paths = (req["path"], req["privatekey_path"])
+        if not all(os.path.isabs(p) for p in (home,) + paths) \
+                or any(os.path.commonpath([home, os.path.normpath(p)]) != home for p in paths):
+            raise PkiError("%s: path and privatekey_path must lie inside home %s" % (label, home),
+                           "give absolute paths below the user's home")
     return req
+
+
+def _refused(result, exc):
+    """A request the CA would not touch: reported, and the other requests carry on."""
+    reason = "%s does not exist" % exc.filename if isinstance(exc, FileNotFoundError) else str(exc)
+    result.update(changed=False, refused=reason)
+    return result
 
 
 def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mode=False, requested_by=None,
@@ -812,6 +788,10 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
     memory, recorded in the ledger (one locked, fsynced append), and only then written out,
     so a crash can leave the ledger listing a certificate that never reached its host, but
     never a deployed certificate the ledger does not know.
+
+    A request whose files or directories are not safe for root to use (a symlink, a FIFO, a
+    directory of another account; see safepath.py) is not touched: its result carries
+    ``refused`` with the reason, and the other requests go on.
     """
     now = now or utcnow()
     reqs = [_resolve_owner(normalise_request(r, defaults)) for r in requests]
@@ -823,9 +803,17 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
     ca = IssuingCA(ca_dir, passphrase, now)
     results, pending, records = [], [], []
     for req in reqs:
-        reasons, key, cert = plan_leaf(req, ca, now)
-        result = {"path": req["path"], "privatekey_path": req["privatekey_path"], "reasons": reasons,
-                  "changed": bool(reasons), "before": describe_cert(cert)}
+        result = {"path": req["path"], "privatekey_path": req["privatekey_path"], "reasons": [],
+                  "before": {}, "after": {}}
+        results.append(result)
+        try:
+            reasons, key, cert = plan_leaf(req, ca, now)
+            if not reasons:
+                wrong = repair_leaf_files(req, check_mode)
+        except (PathRefused, FileNotFoundError) as exc:
+            _refused(result, exc)
+            continue
+        result.update(reasons=reasons, changed=bool(reasons), before=describe_cert(cert))
         if reasons:
             result["after"] = {"serial": "(new)", "subject": req["subject_name"].rfc4514_string(),
                                "sans": req["sans"]}
@@ -837,36 +825,37 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
                 new = ca.sign(key.public_key(), req["subject_name"], req["san_names"], profile=req["profile"],
                               days=req["days"], now=now)
                 records.append(ledger_record(new, req, now, requested_by, reasons))
-                pending.append((req, key if new_key else None, new))
+                pending.append((req, key if new_key else None, new, result))
                 result["after"] = describe_cert(new)
         else:
             result["after"] = result["before"]
-            if ownership_wrong(req):
+            if wrong:
                 result["changed"] = True
                 result["reasons"] = ["file mode or owner"]
-                if not check_mode:
-                    fix_ownership(req)
-        results.append(result)
     if check_mode:
         return results, []
     append_ledger(ca.paths["ledger"], records)
-    for req, key, cert in pending:
-        _write_leaf(req, key, cert, ca, fsync)
+    for req, key, cert, result in pending:
+        try:
+            _write_leaf(req, key, cert, ca, fsync)
+        except (PathRefused, FileNotFoundError) as exc:
+            # The ledger already lists it: a certificate that never reached its owner, never the reverse.
+            _refused(result, exc)
     return results, records
 
 
 def _write_leaf(req, key, cert, ca, fsync=True):
     uid, gid = req.get("uid"), req.get("gid")
-    if req.get("create_dirs"):
-        for path in {os.path.dirname(os.path.abspath(p)) for p in (req["path"], req["privatekey_path"])}:
-            ensure_dirs(path, req.get("dir_mode", 0o700), uid, gid)
+    create = bool(req.get("create_dirs"))
     if key is not None:
-        atomic_write(req["privatekey_path"], key_to_pem(key), mode=req.get("key_mode", 0o600), uid=uid, gid=gid,
-                     backup=req.get("backup", False), fsync=fsync)
-    atomic_write(req["path"], cert_to_pem(cert) + ca.cert_pem, mode=req.get("mode", 0o644), uid=uid, gid=gid,
-                 backup=req.get("backup", False), fsync=fsync)
+        with leaf_dir(req, req["privatekey_path"], create) as directory:
+            directory.write(os.path.basename(req["privatekey_path"]), key_to_pem(key), req.get("key_mode", 0o600),
+                            uid=uid, gid=gid, fsync=fsync, backup=req.get("backup", False))
+    with leaf_dir(req, req["path"], create) as directory:
+        directory.write(os.path.basename(req["path"]), cert_to_pem(cert) + ca.cert_pem, req.get("mode", 0o644),
+                        uid=uid, gid=gid, fsync=fsync, backup=req.get("backup", False))
     if key is None:
-        fix_ownership(req)
+        repair_leaf_files(req)
 
 
 def ensure_crl(ca_dir, passphrase, *, revoke=None, days=7, renew_before_days=3, check_mode=False,

@@ -20,6 +20,11 @@ description:
   - The key is written with mode 0600 (or I(privatekey_mode)) and the given owner before it becomes visible.
   - Invalid SANs, a wrong passphrase, a missing or expired CA fail with the fix in the message; nothing is
     written then.
+  - Root never follows a path someone else controls. Directories are walked from C(/) one at a time
+    without following symlinks (root's own symlinks in directories only root can change excepted);
+    below root's directories only directories of I(owner) are used; files are read, created, chowned and
+    chmodded through their open descriptors and renamed into place. A symlink, a FIFO, or a directory or
+    file of another account on the way fails the task, naming it.
 extends_documentation_fragment:
   - onprem.daskhpc.pki
 options:
@@ -95,6 +100,12 @@ options:
     description: Keep a timestamped copy of a replaced certificate or key.
     type: bool
     default: false
+  home:
+    description:
+      - The home directory of I(owner), for a credential written into a user's home. I(path) and
+        I(privatekey_path) must lie inside it; the home must be a directory owned by I(owner) (not a
+        symlink), and so must every directory below it on the way to the files. Never created.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -163,7 +174,7 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
                 "renew_before_days", "rotate_key", "force", "owner", "group", "mode", "privatekey_mode",
-                "create_dirs", "dir_mode", "backup")
+                "create_dirs", "dir_mode", "backup", "home")
 
 
 def to_request(params):
@@ -197,6 +208,7 @@ def main():
             "create_dirs": {"type": "bool", "default": False},
             "dir_mode": {"type": "raw", "default": "0700"},
             "backup": {"type": "bool", "default": False},
+            "home": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -208,6 +220,9 @@ def main():
     except pki.PkiError as exc:
         module.fail_json(msg=str(exc), problem=exc.problem, fix=exc.fix)
     item = results[0]
+    if item.get("refused"):
+        module.fail_json(msg="refused to write %s: %s" % (item["path"], item["refused"]), refused=item["refused"],
+                         fix="remove the symlink or foreign file, or give the directory back to its owner")
     result = {
         "changed": item["changed"],
         "reasons": item["reasons"],
