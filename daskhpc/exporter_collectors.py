@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import logging
 import os
 import threading
@@ -13,6 +12,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daskhpc.exporter_source import UNAVAILABLE_NODE_STATES, BatchSystemError
+from daskhpc.model.pki import parse_ledger
 
 log = logging.getLogger("daskhpc.exporter")
 
@@ -320,23 +320,10 @@ class CertificateCollector:
             return False
         key = (info.st_mtime_ns, info.st_size)
         if key != self._cache_key:
-            # The ledger is append-only: an "issued" line per certificate, and a later "revoked"
-            # line (same serial) when one is revoked. Fold by serial, as the CA does.
-            folded = {}
-            with open(self.path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                        serial = str(record.get("serial", ""))
-                        if record.get("event") == "revoked":
-                            folded.setdefault(serial, {"serial": serial})["revoked_at"] = record.get("revoked_at")
-                        else:
-                            revoked_at = folded.get(serial, {}).get("revoked_at")
-                            folded[serial] = dict(record, revoked_at=record.get("revoked_at") or revoked_at)
-                    except (ValueError, AttributeError) as exc:
-                        self.stats.error("ledger", "%s line %d: %s" % (self.path, number, exc))
+            with open(self.path, "rb") as handle:
+                folded, problems = parse_ledger(handle.read())
+            for problem in problems:
+                self.stats.error("ledger", "%s %s" % (self.path, problem))
             entries = []
             for serial, entry in folded.items():
                 try:

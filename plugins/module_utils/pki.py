@@ -107,6 +107,19 @@ def serial_hex(serial):
     return "%X" % serial
 
 
+def ledger_serial(value):
+    """The one serial format of the ledger and of everything that reads it: upper-case hex, no separators,
+    no leading zeros (``0x0a:bc``, ``0ABC`` and 2748 are all ``ABC``). ValueError when it is not a serial."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return serial_hex(value)
+    text = str(value if value is not None else "").strip().replace(":", "").upper()
+    if text.startswith("0X"):
+        text = text[2:]
+    if not re.match(r"^[0-9A-F]+$", text):
+        raise ValueError("serial %r is not hexadecimal" % (value,))
+    return serial_hex(int(text, 16))
+
+
 # --- keys ----------------------------------------------------------------------
 
 
@@ -630,46 +643,178 @@ def ledger_record(cert, req, now, requested_by, reasons):
     }
 
 
-def append_ledger(path, records):
-    """Append records under an exclusive lock and fsync: the ledger is never rewritten."""
-    if not records:
-        return
-    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+def _json_record(line):
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)  # closing releases the lock
+        record = json.loads(line)
+    except ValueError as exc:
+        return None, "not JSON (%s)" % exc
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    try:
+        record["serial"] = ledger_serial(record.get("serial"))
+    except ValueError as exc:
+        return None, str(exc)
+    return record, None
 
 
-def read_ledger(path):
-    """Fold ledger lines by serial: issuance records with their revocations applied."""
-    folded = {}
-    data = read_file(path)
-    if not data:
-        return folded
-    for number, line in enumerate(data.decode().splitlines(), 1):
+def torn_tail_start(data):
+    """Offset where an unfinished last record starts (a write cut short: no newline, or not JSON), or None."""
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        return end
+    start = data.rfind(b"\n", 0, max(end - 1, 0)) + 1
+    if data[start:end].strip() and _json_record(data[start:end])[0] is None:
+        return start
+    return None
+
+
+def parse_ledger(data):
+    """THE ledger reader (the CA, the exporter and the audit use it): ``(entries, problems)``.
+
+    *entries* maps serials (``ledger_serial`` format) to their issuance record with the revocation
+    applied: a later ``{"event": "revoked"}`` line of the same serial sets ``revoked_at`` and
+    ``revocation_reason``. *problems* lists the lines that could not be read (``line N: why``); an
+    unfinished last record is one of them and is not read.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    folded, problems = {}, []
+    torn = torn_tail_start(data)
+    lines = (data if torn is None else data[:torn]).split(b"\n")
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise PkiError("ledger %s line %d is not JSON (%s)" % (path, number, exc),
-                           "the ledger is append-only: restore it from backup; do not edit it by hand") from None
-        serial = record.get("serial")
+        record, problem = _json_record(line)
+        if problem:
+            problems.append("line %d: %s" % (number, problem))
+            continue
+        serial = record["serial"]
         if record.get("event") == "revoked":
             entry = folded.setdefault(serial, {"serial": serial})
             entry["revoked_at"] = record.get("revoked_at")
             entry["revocation_reason"] = record.get("revocation_reason")
         else:
             previous = folded.get(serial, {})
-            record = dict(record)
             if previous.get("revoked_at"):
                 record["revoked_at"] = previous["revoked_at"]
-                record["revocation_reason"] = previous["revocation_reason"]
+                record["revocation_reason"] = previous.get("revocation_reason")
             folded[serial] = record
+    if torn is not None:
+        problems.append("line %d: unfinished last record (%d bytes; a write was cut short)"
+                        % (data[:torn].count(b"\n") + 1, len(data) - torn))
+    return folded, problems
+
+
+def _open_ledger(path, create):
+    """The ledger's descriptor, for appending, under an exclusive lock (closing it releases the lock)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_all(fd):
+    size = os.fstat(fd).st_size
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _repair_torn_tail(fd, path):
+    """Move an unfinished last record to ``<ledger>.torn-<time>`` and cut the ledger after its last good
+    record, so that nothing is ever appended to half a line and the CRL can always be signed.
+    Returns what was done (None when the ledger was whole)."""
+    data = _read_all(fd)
+    start = torn_tail_start(data)
+    if start is None:
+        return None
+    side = "%s.torn-%s" % (path, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))
+    atomic_write(side, data[start:], mode=0o600)  # kept for the record, before it leaves the ledger
+    os.ftruncate(fd, start)
+    os.fsync(fd)
+    return ("the ledger %s ended in an unfinished record (%d bytes, from a write that was cut short): moved to "
+            "%s and the ledger cut after its last complete record" % (path, len(data) - start, side))
+
+
+def _repair(fd, path, warn):
+    try:
+        message = _repair_torn_tail(fd, path)
+    except OSError as exc:
+        raise PkiError("the ledger %s ends in an unfinished record that could not be moved aside: %s"
+                       % (path, exc.strerror or exc),
+                       "free space on the CA's file system (or fix the error), then re-run") from None
+    if message and warn:
+        warn(message)
+
+
+def append_ledger(path, records, warn=None):
+    """Append *records* durably or raise PkiError: the caller must not deploy what the ledger lacks.
+
+    Under an exclusive lock: an unfinished tail is repaired first; the records are written with
+    O_APPEND, fsynced, and read back. If any of that fails, what landed of them is cut off again.
+    Earlier records are never rewritten.
+    """
+    if not records:
+        return
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    fd = _open_ledger(path, create=True)
+    try:
+        _repair(fd, path, warn)
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            landed = os.pread(fd, len(data) + 1, start)
+            if landed != data:
+                raise OSError("read back %d bytes that differ from the %d written" % (len(landed), len(data)))
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            except OSError:
+                pass  # the next run finds the unfinished tail and repairs it
+            raise PkiError("could not record %d issuance(s) in the ledger %s: %s; nothing was deployed"
+                           % (len(records), path, exc.strerror or exc),
+                           "free space on the CA's file system (or fix the error), then re-run") from None
+    finally:
+        os.close(fd)
+
+
+def read_ledger(path, repair=True, warn=None):
+    """The ledger folded by serial (``parse_ledger``) for the CA, which must trust every line.
+
+    With *repair* an unfinished last record is moved aside first (under the lock); without (check
+    mode) it is only left out. Any other unreadable line is an error: the ledger has been damaged.
+    """
+    try:
+        fd = _open_ledger(path, create=False)
+    except FileNotFoundError:
+        return {}
+    try:
+        if repair:
+            _repair(fd, path, warn)
+        data = _read_all(fd)
+    finally:
+        os.close(fd)
+    torn = torn_tail_start(data)
+    if torn is not None:  # only without repair
+        if warn:
+            warn("the ledger %s ends in an unfinished record; a real run moves it aside" % path)
+        data = data[:torn]
+    folded, problems = parse_ledger(data)
+    if problems:
+        raise PkiError("ledger %s %s" % (path, "; ".join(problems)),
+                       "the ledger is append-only: restore it from backup; do not edit it by hand")
     return folded
 
 
@@ -677,13 +822,11 @@ def read_ledger(path):
 
 
 def normalise_serial(serial):
-    text = str(serial).strip().replace(":", "").upper()
-    if text.startswith("0X"):
-        text = text[2:]
-    if not re.match(r"^[0-9A-F]+$", text):
+    try:
+        return ledger_serial(serial)
+    except ValueError:
         raise PkiError("serial %r is not a hex serial" % (serial,),
-                       "give the serial as printed by the certificate module or `openssl x509 -serial`")
-    return "%X" % int(text, 16)
+                       "give the serial as printed by the certificate module or `openssl x509 -serial`") from None
 
 
 def plan_revocations(ledger, revoke):
@@ -781,7 +924,7 @@ def _refused(result, exc):
 
 
 def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mode=False, requested_by=None,
-                        fsync=True, now=None):
+                        fsync=True, now=None, warn=None):
     """Issue or renew many leaves with one loaded CA. Returns (results, ledger_records).
 
     Every request is validated before anything is written. New certificates are signed in
@@ -834,7 +977,7 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
                 result["reasons"] = ["file mode or owner"]
     if check_mode:
         return results, []
-    append_ledger(ca.paths["ledger"], records)
+    append_ledger(ca.paths["ledger"], records, warn)  # raises when they cannot be recorded: nothing is deployed
     for req, key, cert, result in pending:
         try:
             _write_leaf(req, key, cert, ca, fsync)
@@ -859,14 +1002,14 @@ def _write_leaf(req, key, cert, ca, fsync=True):
 
 
 def ensure_crl(ca_dir, passphrase, *, revoke=None, days=7, renew_before_days=3, check_mode=False,
-               requested_by=None, now=None):
+               requested_by=None, now=None, warn=None):
     """Append revocations to the ledger and (re)write crl.pem when needed. Returns a result dict."""
     now = now or utcnow()
     if not isinstance(days, int) or days < 1 or renew_before_days >= days:
         raise PkiError("crl days %r / renew_before_days %r are not usable" % (days, renew_before_days),
                        "give days >= 1 and renew_before_days < days (e.g. 7 and 3)")
     ca = IssuingCA(ca_dir, passphrase, now)
-    ledger = read_ledger(ca.paths["ledger"])
+    ledger = read_ledger(ca.paths["ledger"], repair=not check_mode, warn=warn)
     new = plan_revocations(ledger, revoke)
     for record in new:
         record["revoked_at"] = isoformat(now)
@@ -885,7 +1028,7 @@ def ensure_crl(ca_dir, passphrase, *, revoke=None, days=7, renew_before_days=3, 
         if before and not reason:
             result["next_update"] = isoformat(x509.load_pem_x509_crl(before).next_update_utc)
         return result
-    append_ledger(ca.paths["ledger"], new)
+    append_ledger(ca.paths["ledger"], new, warn)
     crl = build_crl(ca, revoked, days, now)
     atomic_write(crl_path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
     result["next_update"] = isoformat(crl.next_update_utc)

@@ -15,7 +15,10 @@ description:
   - Idempotent. Re-issues only when the subject, the SANs, the key (type or mismatch), the issuer or chain,
     or the profile changed, or when the certificate is inside its renewal window
     (I(renew_before_days) before expiry). Otherwise the serial stays the same.
-  - Every issuance is appended to the CA's ledger (C(ledger.jsonl)) before the files are written.
+  - Every issuance is appended to the CA's ledger (C(ledger.jsonl)) before the files are written, fsynced and
+    read back; when it cannot be recorded (e.g. a full disk) the task fails and nothing is deployed. An
+    unfinished last ledger record left by an earlier cut-short write is moved to C(ledger.jsonl.torn-<time>)
+    first, with a warning.
   - The certificate file holds the leaf followed by the intermediate (a full chain up to the root).
   - The key is written with mode 0600 (or I(privatekey_mode)) and the given owner before it becomes visible.
   - Invalid SANs, a wrong passphrase, a missing or expired CA fail with the fix in the message; nothing is
@@ -216,7 +219,7 @@ def main():
     try:
         results, _records = pki.ensure_certificates(
             p["ca_dir"], p["ca_passphrase"], [to_request(p)], check_mode=module.check_mode,
-            requested_by=p["requested_by"])
+            requested_by=p["requested_by"], warn=module.warn)
     except pki.PkiError as exc:
         module.fail_json(msg=str(exc), problem=exc.problem, fix=exc.fix)
     item = results[0]

@@ -12,7 +12,8 @@ version_added: 0.1.0
 description:
   - The batch form of M(onprem.daskhpc.certificate), with the same idempotence rules, for thousands of
     certificates in one task. The CA key is decrypted once, every request is validated before anything is
-    written, and all new issuances go to the ledger in one locked, fsynced append.
+    written, and all new issuances go to the ledger in one locked, fsynced, read-back append; if that fails
+    the task fails and none of them is deployed.
   - Each item of I(certificates) takes the per-certificate options of M(onprem.daskhpc.certificate)
     (C(path), C(privatekey_path), C(subject), C(subject_alt_names), C(profile), C(key_type), C(days),
     C(renew_before_days), C(rotate_key), C(force), C(owner), C(group), C(mode), C(privatekey_mode),
@@ -128,7 +129,8 @@ def main():
     try:
         results, records = pki.ensure_certificates(
             p["ca_dir"], p["ca_passphrase"], [_item_request(i) for i in p["certificates"]], defaults=defaults,
-            check_mode=module.check_mode, requested_by=p["requested_by"], fsync=p["fsync"])
+            check_mode=module.check_mode, requested_by=p["requested_by"], fsync=p["fsync"],
+            warn=module.warn)
     except pki.PkiError as exc:
         module.fail_json(msg=str(exc), problem=exc.problem, fix=exc.fix)
     changed = [r for r in results if r["changed"]]

@@ -228,9 +228,9 @@ def test_certificate_classification(report, pems):
     assert files["rsa1024.pem"]["weak"].startswith("RSA key of 1024 bits")
     assert "SHA-1" in files["sha1.pem"]["weak"]
     ledger = {c["serial"]: c for c in certs.values() if c["source"] == "ledger"}
-    assert ledger[pems["revoked"][1].lower()]["revocation_reason"] == "keyCompromise"
-    assert ledger["b2"]["status"] == "expiring" and ledger["a1"]["status"] == "expiring"
-    assert ledger["c3"]["weak"]
+    assert ledger[pems["revoked"][1]]["revocation_reason"] == "keyCompromise"  # the CA's serial format
+    assert ledger["B2"]["status"] == "expiring" and ledger["A1"]["status"] == "expiring"
+    assert ledger["C3"]["weak"]
 
 
 def test_certificate_findings(report):
@@ -239,9 +239,9 @@ def test_certificate_findings(report):
     assert ("expired-certificate", "expired.pem#0") in rules
     assert ("revoked-certificate-deployed", "user.pem#0") in rules
     assert ("weak-key", "rsa1024.pem#0") in rules and ("weak-key", "sha1.pem#0") in rules
-    assert found["expiring-certificate:ledger:b2"]["severity"] == "medium"  # 90-day service certificate
-    assert "expiring-certificate:ledger:a1" not in found  # 7-day user credential: renewed automatically
-    assert found["weak-key:ledger:c3"]["severity"] == "high"
+    assert found["expiring-certificate:ledger:B2"]["severity"] == "medium"  # 90-day service certificate
+    assert "expiring-certificate:ledger:A1" not in found  # 7-day user credential: renewed automatically
+    assert found["weak-key:ledger:C3"]["severity"] == "high"
 
 
 def test_unreadable_ledger_line_is_reported(report):
