@@ -260,7 +260,7 @@ def directory_facts(groups, users):
     """Members of each group and which users exist (the members and `users`), through the name service."""
     out = {"source": "getent", "groups": {}, "users": {}}
     for group in sorted(set(groups)):
-        text = run(["getent", "group", group])
+        text = run(["getent", "group", "--", group])  # "--": names are data, never options
         if isinstance(text, dict):
             out["groups"][group] = None  # not found
             continue
@@ -268,7 +268,7 @@ def directory_facts(groups, users):
         out["groups"][group] = sorted(m for m in (fields[3].split(",") if len(fields) > 3 else []) if m)
     users = set(users) | {m for members in out["groups"].values() for m in (members or [])}
     for user in sorted(users):
-        out["users"][user] = not isinstance(run(["getent", "passwd", user]), dict)
+        out["users"][user] = not isinstance(run(["getent", "passwd", "--", user]), dict)
     return out
 
 
