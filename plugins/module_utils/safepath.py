@@ -17,7 +17,8 @@ The rule for a directory path, walked from ``/``:
   others cannot rename root's entries) may be crossed, and root's own symlinks in them are
   followed (only root can have made them);
 * after that, only directories owned by the files' owner, never a symlink;
-* with ``home``: the home itself must be a directory owned by the owner (not a symlink), and
+* with ``home``: the home's parents must all be root-controlled, the home itself must be a directory
+  owned by the owner (not a symlink; created as the owner's when missing and asked to create), and
   everything below it too;
 * anything else - a symlink the user made, a FIFO, a directory of another account, a root
   directory inside the user's tree - raises :class:`PathRefused` naming it.
@@ -273,7 +274,8 @@ def open_dir(path, owner=None, *, home=None, create=False, mode=0o700, gid=None)
     """A :class:`SafeDir` for *path*, whose files will belong to *owner* (uid; None or 0 is root).
 
     With *home*, *path* must be *home* or below it, and the home must be the owner's own directory.
-    With *create*, missing directories are made with *mode* and the owner's uid and *gid*.
+    With *create*, missing directories (a home too, never its parents) are made with *mode* and the
+    owner's uid and *gid*.
     Raises :class:`PathRefused` (see the module's rule) or FileNotFoundError (without *create*).
     """
     path = os.path.normpath(path)
@@ -287,10 +289,10 @@ def open_dir(path, owner=None, *, home=None, create=False, mode=0o700, gid=None)
                 raise PathRefused("%s: a home directory needs an owner other than root" % home)
             if home == "/" or os.path.commonpath([home, path]) != home:
                 raise PathRefused("%s is not inside the home directory %s" % (path, home))
-            walk.create = False  # never create a home, nor its parents
+            walk.create = False  # never the home's parents
             walk.steps(_parts(os.path.dirname(home)), only_root=True)
+            walk.create = create  # a missing home is made the owner's, in root's directory (as pam_mkhomedir)
             walk.steps([os.path.basename(home)], must_be_owner=True)
-            walk.create = create
             walk.steps(_parts(os.path.relpath(path, home)))
         else:
             walk.steps(_parts(path))

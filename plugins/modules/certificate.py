@@ -107,7 +107,8 @@ options:
     description:
       - The home directory of I(owner), for a credential written into a user's home. I(path) and
         I(privatekey_path) must lie inside it; the home must be a directory owned by I(owner) (not a
-        symlink), and so must every directory below it on the way to the files. Never created.
+        symlink) whose parents only root controls, and so must every directory below it on the way to
+        the files. With I(create_dirs) a missing home is created as the owner's (its parents never).
     type: path
 attributes:
   check_mode:

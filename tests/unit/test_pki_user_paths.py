@@ -197,10 +197,27 @@ def test_home_in_a_directory_others_can_write_is_refused(ca_dir, site):
     assert not (site / "home" / "alice" / ".daskhpc").exists()
 
 
-def test_missing_home_is_refused_not_created(ca_dir, site):
-    req = request(site, "ghost", ALICE)
+def test_missing_home_is_made_the_users_in_roots_directory(ca_dir, site):
+    """As pam_mkhomedir would (the lab's directory users have no home until their first credential)."""
+    results = issue(ca_dir, request(site, "newbie", ALICE))
+    assert not results["newbie"].get("refused")
+    st = os.lstat(site / "home" / "newbie")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (ALICE, 0o700)
+    assert os.lstat(site / "home" / "newbie" / ".daskhpc" / "tls" / "user.pem").st_uid == ALICE
+
+
+def test_missing_home_without_create_dirs_is_refused(ca_dir, site):
+    req = request(site, "ghost", ALICE, create_dirs=False)
     assert issue(ca_dir, req)["ghost"]["refused"].endswith("ghost does not exist")
     assert not (site / "home" / "ghost").exists()
+
+
+def test_home_parents_are_never_created(ca_dir, site):
+    req = request(site, "alice", ALICE)
+    req = {k: v.replace("/home/", "/nohomes/") if isinstance(v, str) else v for k, v in req.items()}
+    results, _ = pki.ensure_certificates(ca_dir, PASS, [req], defaults=DEFAULTS)
+    assert results[0]["refused"].endswith("nohomes does not exist")
+    assert not (site / "nohomes").exists()
 
 
 def test_roots_own_symlink_above_the_home_is_followed(ca_dir, site):
