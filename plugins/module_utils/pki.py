@@ -115,7 +115,7 @@ def ledger_serial(value):
     text = str(value if value is not None else "").strip().replace(":", "").upper()
     if text.startswith("0X"):
         text = text[2:]
-    if not re.match(r"^[0-9A-F]+$", text):
+    if not re.fullmatch(r"[0-9A-F]+", text):
         raise ValueError("serial %r is not hexadecimal" % (value,))
     return serial_hex(int(text, 16))
 
@@ -663,8 +663,11 @@ def torn_tail_start(data):
     if end < len(data):
         return end
     start = data.rfind(b"\n", 0, max(end - 1, 0)) + 1
-    if data[start:end].strip() and _json_record(data[start:end])[0] is None:
-        return start
+    if data[start:end].strip():
+        try:
+            json.loads(data[start:end])
+        except ValueError:  # half a record with a newline after it (an append glued to a torn one)
+            return start
     return None
 
 
