@@ -25,8 +25,13 @@ def _model(site):
 
 def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0", min_interval_seconds=10,
                             slow_interval_seconds=60, slurm_bin_dir=""):
-    """The exporter's YAML configuration (see daskhpc/exporter.py)."""
+    """The exporter's YAML configuration (see daskhpc/exporter.py).
+
+    A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
+    if that is shorter), so the exporter's budget is 80 % of that and one command may take 5/8 of it.
+    """
     model = _model(site)
+    budget = round(0.8 * min(10, _seconds(str(model["metrics"]["scrape_interval"]))), 1)
     return {
         "site": model["name"],
         "scheduler": model["scheduler"],
@@ -40,6 +45,8 @@ def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0",
         "burst_max_cores": model["burst"]["max_cores"],
         "ledger_path": ledger_path or os.path.join(model["ca"]["dir"], "ledger.jsonl"),
         "slurm_bin_dir": slurm_bin_dir,
+        "scrape_budget_seconds": budget,
+        "command_timeout_seconds": round(budget * 5 / 8, 1),
     }
 
 
