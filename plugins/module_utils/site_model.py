@@ -57,6 +57,8 @@ METRICS_DEFAULTS = {
     "prometheus_port": 9090,
     "scrape_interval": "30s",
     "dask_targets_dir": "/var/lib/daskhpc/dask-targets",
+    # the login hosts' discovery service (daskhpc discovery-serve), asked by Prometheus
+    "discovery_port": 9818,
 }
 DASK_DEFAULTS = {
     "contact": None,
@@ -413,7 +415,7 @@ def _check_services(chk, sections, model):
         parse_size_bytes(dask["worker_memory"])
     except ValueError as exc:
         chk.error("dask.worker_memory", str(exc), "write e.g. 2GiB")
-    for key in ("exporter_port", "prometheus_port"):
+    for key in ("exporter_port", "prometheus_port", "discovery_port"):
         if chk.positive_int("metrics.%s" % key, metrics[key]) and metrics[key] > 65535:
             chk.error("metrics.%s" % key, "is not a TCP port", "give a port from 1 to 65535")
     if not re.match(r"^\d+[smh]$", str(metrics["scrape_interval"])):
@@ -575,6 +577,7 @@ def client_config(model, paths=None):
         "allowed-groups": next((p["allow_groups"] for p in model["partitions"] if p["name"] == partition), []),
         "tls": dask["tls"],
         "metrics-targets-dir": model["metrics"]["dask_targets_dir"],
+        "metrics-discovery-port": model["metrics"]["discovery_port"],
     }
     if dask["contact"]:
         config["contact"] = dask["contact"]

@@ -480,3 +480,49 @@ def test_once_prints_the_answer(targets):
         proc = subprocess.run([sys.executable, "-m", "daskhpc.cli", "discovery-serve", "--dir", targets, "--once"],
                               capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(proc.stdout)[0]["labels"]["user"] == ALICE.pw_name
+
+
+# --- daskhpc doctor on a login host ----------------------------------------------------------------
+
+
+def doctor_check(pki_dir, targets, port):
+    from daskhpc.doctor import Doctor
+
+    config = {"metrics-targets-dir": targets, "metrics-discovery-port": port, "contact": "hpc-help",
+              "tls": {"ca": str(pki_dir["dir"] / "ca.pem")}}
+    return Doctor(config=config, user="alice").check_metrics_dir()
+
+
+def test_doctor_passes_when_the_service_answers_and_refuses_us(server, pki_dir, targets):
+    check = doctor_check(pki_dir, targets, server.server_address[1])
+    assert check.ok and "only to Prometheus" in check.detail
+
+
+def test_doctor_fails_when_nothing_answers(pki_dir, targets):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening
+        check = doctor_check(pki_dir, targets, port)
+    assert not check.ok and "nothing answers" in check.detail and "systemctl status daskhpc-discovery" in check.fix
+
+
+def test_doctor_fails_when_the_service_answers_anyone(pki_dir, targets):
+    base = pki_dir["dir"]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(base / "server.pem"), str(base / "server.key"))  # no client certificate required
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def answer():
+            conn, _ = listener.accept()
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1024)
+                tls.sendall(b"HTTP/1.0 200 OK\r\n\r\n[]")
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        check = doctor_check(pki_dir, targets, listener.getsockname()[1])
+        thread.join(10)
+    assert not check.ok and "without Prometheus's certificate" in check.detail
+
+
+def test_doctor_fails_without_the_directory(pki_dir, targets):
+    check = doctor_check(pki_dir, targets + "-missing", 9)
+    assert not check.ok and "dask_discovery" in check.fix
