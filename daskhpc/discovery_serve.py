@@ -210,10 +210,10 @@ class Discovery:
                 text, cluster_id = parse_entry(data)
                 ip, port = parse_target(text)
             except (ValueError, LookupError, TypeError, AttributeError) as exc:
-                log.info("skipping %s (uid %d): %s", path, uid, exc)
+                log.debug("skipping %s (uid %d): %s", path, uid, exc)
                 continue
             if ip not in addresses:
-                log.info("skipping %s (uid %d): %s is not an address of this host", path, uid, ip)
+                log.debug("skipping %s (uid %d): %s is not an address of this host", path, uid, ip)
                 continue
             wildcard = ipaddress.ip_address("::" if ip.version == 6 else "0.0.0.0")
             if (ip, port, uid) not in listening and (wildcard, port, uid) not in listening:
@@ -240,6 +240,8 @@ class Discovery:
                 return  # replaced since it was read: judge the new file next time
             os.unlink(path)
             log.info("removed %s (uid %d): nothing listens on its port any more", path, st.st_uid)
+        except FileNotFoundError:  # another request removed it first
+            pass
         except OSError as exc:
             log.warning("cannot remove %s: %s", path, exc)
 
