@@ -209,7 +209,8 @@ class Discovery:
             try:
                 text, cluster_id = parse_entry(data)
                 ip, port = parse_target(text)
-            except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            # RecursionError: a few KiB of "[[[[" would otherwise fail every answer
+            except (ValueError, LookupError, TypeError, AttributeError, RecursionError) as exc:
                 log.debug("skipping %s (uid %d): %s", path, uid, exc)
                 continue
             if ip not in addresses:

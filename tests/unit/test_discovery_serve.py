@@ -310,11 +310,14 @@ def test_the_same_target_twice_is_served_once(targets):
         assert len(served(targets)) == 1
 
 
-def test_junk_is_skipped(targets):
+def test_junk_is_skipped_and_others_still_served(targets):
+    ip = host_ip()
     for n, content in enumerate(["{not json", "[]", "{}", '[{"targets": "x"}]', '[{"targets": [1]}]',
-                                 '[{"targets": ["a:1", "b:2"]}]', "null"]):
+                                 '[{"targets": ["a:1", "b:2"]}]', "null", "\xff\xfe", "[" * 2000 + "]" * 2000]):
         write(targets, "j%d.json" % n, MALLORY, content)
-    assert served(targets) == []
+    with listening_as(ALICE, "0.0.0.0") as port:
+        write(targets, "a.json", ALICE, entry("%s:%d" % (ip, port)), mtime=OLD)
+        assert [g["labels"]["user"] for g in served(targets)] == [ALICE.pw_name]
 
 
 # --- dead schedulers ----------------------------------------------------------------------------------
@@ -526,3 +529,32 @@ def test_doctor_fails_when_the_service_answers_anyone(pki_dir, targets):
 def test_doctor_fails_without_the_directory(pki_dir, targets):
     check = doctor_check(pki_dir, targets + "-missing", 9)
     assert not check.ok and "dask_discovery" in check.fix
+
+
+def test_the_command_serves_with_its_options(pki_dir, targets):
+    base = pki_dir["dir"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "daskhpc.cli", "discovery-serve", "--dir", targets,
+                             "--listen", "127.0.0.1", "--port", str(port), "--cert", str(base / "server.pem"),
+                             "--key", str(base / "server.key"), "--ca", str(base / "ca.pem"),
+                             "--crl", str(base / "no-crl.pem"), "--allow", "prom.test", "--site", "lab"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the service did not start"
+                time.sleep(0.2)
+
+        class Bound:
+            server_address = ("127.0.0.1", port)
+
+        assert get(Bound, pki_dir, "prometheus") == (200, b"[]")
+        assert get(Bound, pki_dir, "other-service")[0] == 403
+    finally:
+        proc.terminate()
+        proc.wait(10)
