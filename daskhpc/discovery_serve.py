@@ -11,7 +11,7 @@ answer is rebuilt from the files with rules that trust nothing a file says about
   ``cluster_id`` is taken from the file, as a plain label of the owner's own target.
 * Symlinks and anything but regular files are skipped without being opened for reading
   that could block (lstat first, then O_NONBLOCK|O_NOFOLLOW and fstat).
-* A target must be an IP address of this host (not loopback) and a port on which a TCP
+* A target must be an IP address of this host (not loopback or link-local) and a port on which a TCP
   socket of the file's owner is listening (/proc/net/tcp and tcp6, uid column). So nobody can
   point Prometheus at another host, another user's scheduler or a service of the system.
 * A file whose socket is gone (a scheduler that died without closing) is removed, once it is
@@ -159,17 +159,15 @@ def parse_entry(data):
 
 
 class Discovery:
-    """Builds the http_sd answer from the targets directory; everything the host knows is injectable for tests."""
+    """Builds the http_sd answer from the targets directory, each time from scratch."""
 
     def __init__(self, directory, *, site="", max_bytes=MAX_BYTES, max_per_user=MAX_PER_USER,
-                 grace_seconds=GRACE_SECONDS, sockets=listening_sockets, addresses=local_addresses,
-                 names=user_name, now=time.time):
+                 grace_seconds=GRACE_SECONDS):
         self.directory = directory
         self.site = site
         self.max_bytes = max_bytes
         self.max_per_user = max_per_user
         self.grace_seconds = grace_seconds
-        self.sockets, self.addresses, self.names, self.now = sockets, addresses, names, now
 
     def candidates(self):
         """lstat of every visible *.json entry that is a regular file, newest first."""
@@ -193,8 +191,8 @@ class Discovery:
 
     def targets(self):
         """The http_sd answer: [{"targets": ["ip:port"], "labels": {...}}]; removes dead entries."""
-        listening = self.sockets()
-        addresses = self.addresses()
+        listening = listening_sockets()
+        addresses = local_addresses()
         served, opened, seen, groups = collections.Counter(), collections.Counter(), set(), []
         for path, lst in self.candidates():
             # a user's junk costs this user's entries, not everyone's answer
@@ -220,7 +218,7 @@ class Discovery:
             if (ip, port, uid) not in listening and (wildcard, port, uid) not in listening:
                 self.remove_dead(path, st)
                 continue
-            user = self.names(uid)
+            user = user_name(uid)
             if user is None or (uid, ip, port) in seen:
                 continue
             seen.add((uid, ip, port))
@@ -233,7 +231,7 @@ class Discovery:
 
     def remove_dead(self, path, st):
         """Remove the file of a scheduler whose socket has gone (after the grace period)."""
-        if self.now() - st.st_mtime < self.grace_seconds:
+        if time.time() - st.st_mtime < self.grace_seconds:
             return
         try:
             now_there = os.lstat(path)
