@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import socket
+import ssl
 import stat
 import sys
 from dataclasses import asdict, dataclass
@@ -230,12 +231,50 @@ class Doctor:
         if not path:
             return Check("metrics discovery", True, "no discovery directory configured")
         if not os.path.isdir(path):
-            return Check("metrics discovery", False, "%s does not exist: Prometheus will not find your clusters"
-                         % path, "ask %s to run the site's metrics playbook" % self.contact)
+            return Check("metrics discovery", False, "%s does not exist: Prometheus will not find clusters started "
+                         "on this host" % path,
+                         "ask %s to run the site's metrics playbook on this login host (role dask_discovery)"
+                         % self.contact)
         if not os.access(path, os.W_OK | os.X_OK):
             return Check("metrics discovery", False, "%s is not writable by %s" % (path, self.user),
                          "ask %s to make it mode 1777" % self.contact)
-        return Check("metrics discovery", True, "clusters register in %s" % path)
+        port = self.config.get("metrics-discovery-port")
+        if not port:
+            return Check("metrics discovery", True, "clusters register in %s" % path)
+        problem = self.probe_discovery(int(port))
+        if problem:
+            return Check("metrics discovery", False, problem,
+                         "ask %s to check the discovery service here (`systemctl status daskhpc-discovery`)"
+                         % self.contact)
+        return Check("metrics discovery", True, "clusters register in %s; the discovery service on port %d "
+                     "answers, and only to Prometheus" % (path, int(port)))
+
+    def probe_discovery(self, port, host="localhost"):
+        """What is wrong with this host's discovery service, or None when it answers with a site
+        certificate and refuses us: we hold no Prometheus certificate, and nobody but Prometheus may
+        read the targets."""
+        ca = site.tls_paths(self.config)["ca"]
+        ctx = ssl.create_default_context(cafile=ca if ca and os.path.exists(ca) else None)
+        ctx.check_hostname = False  # reached through localhost; the chain must still be the site CA's
+        try:
+            raw = socket.create_connection((host, port), timeout=5)
+        except OSError as exc:
+            return "nothing answers on %s:%d (%s): Prometheus will not find clusters started here" % (
+                host, port, exc.strerror or exc)
+        with raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    tls.sendall(b"GET /targets HTTP/1.0\r\n\r\n")
+                    answer = tls.recv(64)
+            except ssl.SSLCertVerificationError as exc:
+                return "the service on port %d has no certificate from the site CA (%s)" % (port, exc.verify_message)
+            except socket.timeout:
+                return "the service on port %d does not answer within 5 s" % port
+            except OSError:  # the TLS alert or reset refusing a client without Prometheus's certificate
+                return None
+        if answer.startswith(b"HTTP/"):
+            return "the service on port %d answers clients without Prometheus's certificate" % port
+        return None
 
 
 def render(results, user, config):

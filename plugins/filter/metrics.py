@@ -50,13 +50,25 @@ def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0",
     }
 
 
-def metrics_prometheus_config(site, exporter_hosts, rule_files, alertmanagers=None, prometheus_host="localhost"):
-    """prometheus.yml as a mapping: the exporter, Prometheus itself, and file_sd for Dask schedulers."""
+DISCOVERY_TLS = {
+    "ca_file": "/etc/daskhpc/tls/ca.pem",
+    "cert_file": "/etc/daskhpc/tls/prometheus.pem",
+    "key_file": "/etc/daskhpc/tls/prometheus.key",
+}
+
+
+def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
+                              prometheus_host="localhost", discovery_tls=None):
+    """prometheus.yml as a mapping: the exporter, Prometheus itself, and the Dask schedulers that each
+    login host's discovery service lists (http_sd over mutual TLS, Prometheus's own service certificate)."""
     model = _model(site)
     metrics = model["metrics"]
     if not exporter_hosts:
         raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the SLURM controller "
                                  "(where the slurm_exporter role runs) in the inventory group slurm_controller")
+    if not login_hosts:
+        raise AnsibleFilterError("metrics_prometheus_config: no login host. Fix: put the hosts where users start "
+                                 "Dask clusters (where the dask_discovery role runs) in the inventory group login")
     config = {
         "global": {
             "scrape_interval": metrics["scrape_interval"],
@@ -77,10 +89,14 @@ def metrics_prometheus_config(site, exporter_hosts, rule_files, alertmanagers=No
                 }],
             },
             {
-                # One file per live Dask scheduler, written by daskhpc.discovery; Dask serves
-                # its own /metrics on the dashboard port.
+                # Each login host's discovery service lists its live schedulers, labelled with their
+                # owners; Dask serves its own /metrics on the dashboard port (plain HTTP for now).
                 "job_name": "dask",
-                "file_sd_configs": [{"files": [os.path.join(metrics["dask_targets_dir"], "*.json")]}],
+                "http_sd_configs": [{
+                    "url": "https://%s:%d/targets" % (host, metrics["discovery_port"]),
+                    "refresh_interval": metrics["scrape_interval"],
+                    "tls_config": dict(discovery_tls or DISCOVERY_TLS),
+                } for host in login_hosts],
             },
         ],
     }
