@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime
+
+# Longest a batch command may take. A controller that does not answer within this is stuck, not slow:
+# better a clear error (and the next poll) than a cluster that hangs.
+COMMAND_TIMEOUT = 60
 
 # Job phases the cluster acts on; every scheduler maps its states onto these.
 PENDING = "pending"      # queued (also: requeued after preemption, waiting to run again)
@@ -52,6 +57,9 @@ class BatchSystem:
     """Interface: one query for many jobs. Subclasses say which commands and how to read them."""
 
     name = None
+    # Environment variables the batch system's commands read as input (sbatch ranks SBATCH_* above
+    # #SBATCH lines): dropped from every command's environment so that they cannot change policy.
+    environment_prefixes = ()
 
     def query_command(self, job_ids):
         raise NotImplementedError
@@ -67,9 +75,13 @@ class BatchSystem:
     def parse_history(self, text):
         return {}
 
-    def submit_environment(self):
-        """The environment for submission commands, without variables that would override policy."""
-        return dict(os.environ)
+    def command_environment(self):
+        """This process's environment without the variables that would override policy."""
+        return {key: value for key, value in os.environ.items() if not key.startswith(self.environment_prefixes)}
+
+    async def run(self, command, timeout=None):
+        """Run one of the batch system's commands (clean environment, timeout); its stdout, or BatchError."""
+        return await _run(command, env=self.command_environment(), timeout=timeout)
 
     def release_command(self, job_ids):
         """Command that lets requeued jobs start as soon as nodes are free (None: nothing to do)."""
@@ -78,18 +90,18 @@ class BatchSystem:
     async def release(self, job_ids):
         command = self.release_command([str(j) for j in job_ids]) if job_ids else None
         if command:
-            await _run(command)
+            await self.run(command)
 
     async def query(self, job_ids):
         """JobState for each known job id; ids the batch system does not know are left out."""
         job_ids = [str(j) for j in job_ids if j]
         if not job_ids:
             return {}
-        states = self.parse_query(await _run(self.query_command(job_ids)))
+        states = self.parse_query(await self.run(self.query_command(job_ids)))
         missing = [j for j in job_ids if j not in states]
         command = self.history_command(missing) if missing else None
         if command:
-            history = self.parse_history(await _run(command))
+            history = self.parse_history(await self.run(command))
             states.update({j: s for j, s in history.items() if j in missing})
         return states
 
@@ -97,27 +109,54 @@ class BatchSystem:
         return asyncio.run(self.query(job_ids))
 
 
-async def _run(command):
+def _kill_group(pid):
+    # The command runs in its own session: kill whatever it started too, or their pipes keep us waiting.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def run_command(command, env=None, timeout=None):
+    """(returncode, stdout, stderr) of ``command``; BatchError when it is missing or does not answer in time."""
+    timeout = COMMAND_TIMEOUT if timeout is None else timeout
     try:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            start_new_session=True)
     except FileNotFoundError as exc:
         raise BatchError("%s not found: is the batch system's client installed here?" % command[0]) from exc
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise BatchError("%s failed (exit %d): %s" % (" ".join(command), proc.returncode, err.decode().strip()))
-    return out.decode()
-
-
-def run_sync(command, timeout=30):
-    """Run a batch command for the CLI (doctor); returns (returncode, stdout, stderr)."""
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        _kill_group(proc.pid)
+        await proc.communicate()
+        raise BatchError("%s gave no answer within %g s: the batch system is overloaded or down (try `scontrol ping`); "
+                         "nothing was waited for longer" % (" ".join(command), timeout)) from None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _run(command, env=None, timeout=None):
+    returncode, out, err = await run_command(command, env=env, timeout=timeout)
+    if returncode != 0:
+        raise BatchError("%s failed (exit %d): %s" % (" ".join(command), returncode, err.strip()))
+    return out
+
+
+def run_sync(command, timeout=30, env=None):
+    """Run a command for the CLI (doctor); returns (returncode, stdout, stderr), 124 when it timed out."""
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
     except FileNotFoundError:
         return 127, "", "%s: command not found" % command[0]
+    try:
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return 124, "", "%s: no answer within %d s" % (command[0], timeout)
-    return proc.returncode, proc.stdout, proc.stderr
+        _kill_group(proc.pid)
+        proc.communicate()
+        return 124, "", "%s: no answer within %g s" % (command[0], timeout)
+    return proc.returncode, out, err
 
 
 # --- SLURM ---------------------------------------------------------------------
@@ -132,10 +171,10 @@ SLURM_PHASES = {
     "PREEMPTED": ENDED, "BOOT_FAIL": ENDED, "DEADLINE": ENDED, "OUT_OF_MEMORY": ENDED, "REVOKED": ENDED,
 }
 
-# Variables that sbatch ranks above #SBATCH lines: left in the environment they would move
-# jobs off the burst partition, QOS or account behind the job script's back.
-SLURM_POLICY_ENV = ("SBATCH_PARTITION", "SBATCH_QOS", "SBATCH_ACCOUNT", "SBATCH_CLUSTERS",
-                    "SLURM_CLUSTERS", "SBATCH_RESERVATION")
+# Input variables of SLURM's commands. sbatch ranks SBATCH_* above #SBATCH lines (SBATCH_PARTITION,
+# SBATCH_QOS, SBATCH_ACCOUNT, ...), SLURM_CONF and SLURM_CLUSTERS point at another controller, and
+# SQUEUE_*/SACCT_*/SCANCEL_* change what the others report or act on: none of them may reach a command.
+SLURM_ENV_PREFIXES = ("SBATCH_", "SLURM_", "SQUEUE_", "SACCT_", "SCANCEL_", "SCONTROL_", "SINFO_", "SACCTMGR_")
 
 SQUEUE_FORMAT = "%i|%T|%r|%S|%e|%l|%N"
 
@@ -174,6 +213,7 @@ def slurm_phase(state):
 
 class SlurmBatch(BatchSystem):
     name = "slurm"
+    environment_prefixes = SLURM_ENV_PREFIXES
 
     def __init__(self, squeue="squeue", sacct="sacct", scontrol="scontrol"):
         self.squeue = squeue
@@ -215,14 +255,8 @@ class SlurmBatch(BatchSystem):
             if "Invalid job id" not in str(exc):
                 raise
             job_ids = [str(j) for j in job_ids if j]
-            return self.parse_history(await _run(self.history_command(job_ids)))
+            return self.parse_history(await self.run(self.history_command(job_ids)))
 
     def release_command(self, job_ids):
         # SLURM holds a requeued job back for about two minutes (reason BeginTime); its owner may lift that.
         return [self.scontrol, "update", "JobId=" + ",".join(job_ids), "StartTime=now"]
-
-    def submit_environment(self):
-        env = dict(os.environ)
-        for key in SLURM_POLICY_ENV:
-            env.pop(key, None)
-        return env

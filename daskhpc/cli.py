@@ -9,12 +9,13 @@ SUBCOMMANDS = {
     "doctor": ("daskhpc.doctor", "check this site's Dask set-up and say how to fix what fails"),
     "audit": ("daskhpc.audit", "write the audit reports (HTML, Markdown, CSV, JSON)"),
     "exporter": ("daskhpc.exporter", "serve the scheduler's Prometheus metrics"),
+    "discovery-serve": ("daskhpc.discovery_serve", "serve this login host's Dask schedulers to Prometheus (http_sd)"),
 }
 
 
 def usage():
     lines = ["usage: daskhpc COMMAND [options]", "", "commands:"]
-    lines += ["  %-10s %s" % (name, text) for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["  %-16s %s" % (name, text) for name, (_, text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -7,10 +7,16 @@
 The class hierarchy follows dask-jobqueue's: a scheduler-neutral
 ``BurstClusterBase`` (policy, job-state sync, progress, TLS, discovery) mixed
 into a dask-jobqueue cluster class, with the scheduler-specific parts in small
-hooks (``policy_job_kwargs``, ``policy_options``, ``directive_prefix``,
-``job_cls``, ``batch_cls``). ``SlurmBurstCluster`` is the SLURM one; a PBS
-class plugs in the same way and is picked by ``BurstCluster()`` from the
-site configuration (``daskhpc.scheduler``).
+hooks (``policy_job_kwargs``, ``policy_directive_lines``, ``refused_field``,
+``directive_prefix``, ``job_cls``, ``batch_cls``). ``SlurmBurstCluster`` is the
+SLURM one; a PBS class plugs in the same way and is picked by ``BurstCluster()``
+from the site configuration (``daskhpc.scheduler``).
+
+The client fails closed. The policy comes from the site file only (``daskhpc.config``); every job
+script is checked as a whole just before it is submitted (``JobScriptRules``), whatever produced
+it (arguments, dask-jobqueue's own ``jobqueue.*`` configuration, ...); batch commands run with a
+clean environment and a timeout (``daskhpc.batch``); where the site requires TLS, only TLS bound to
+the user's identity is accepted, and the scheduler proves at start that it refuses strangers.
 """
 
 from __future__ import annotations
@@ -20,30 +26,48 @@ import contextlib
 import importlib
 import logging
 import math
+import os
 import shlex
+import stat
 import warnings
 from time import time
 
 from dask.utils import format_bytes, parse_bytes, parse_timedelta
-from dask_jobqueue.slurm import SLURMCluster, SLURMJob
+from dask_jobqueue.slurm import SLURMCluster, SLURMJob, slurm_format_bytes_ceil
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 from tornado.ioloop import PeriodicCallback
 
 from daskhpc import config as site
+from daskhpc import discovery
 from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
 from daskhpc.model.site_model import format_slurm_minutes, parse_duration_minutes
 from daskhpc.progress import Progress, summarize
+from daskhpc.security import IdentitySecurity, cluster_security, current_user, verify_scheduler_refuses_strangers
 
 logger = logging.getLogger("daskhpc.cluster")
 
 # After this many quick failures in a row (jobs that end before any worker connected)
 # the cluster stops resubmitting: something is broken and resubmitting would flood the queue.
 MAX_QUICK_FAILURES = 3
+# At most one squeue call a second per cluster, whatever the user configures: the controller is shared.
+MIN_POLL_INTERVAL = 1.0
+DEFAULT_LOG_DIRECTORY = "~/.daskhpc/logs"
+# dask-jobqueue keywords that would get round the checks here -> what to use instead.
+BYPASSING_KWARGS = {
+    "job_cpu": "cores=", "job_mem": "memory=",
+    "header_skip": "job_directives_skip=", "env_extra": "job_script_prologue=", "job_extra": "job_extra_directives=",
+}
+# Batch phases in which a job has no business having connected workers.
+NOT_RUNNING = (PENDING, ENDED, STUCK)
 
 
 class PolicyError(ValueError):
     """A request beyond the site's burst policy, refused before anything reaches the batch system."""
+
+
+class LogDirectoryError(PermissionError):
+    """The job log directory is not the user's own private directory."""
 
 
 class BurstPolicy:
@@ -56,7 +80,7 @@ class BurstPolicy:
         self.qos = config["qos"]
         self.account = config["account"]
         self.contact = site.contact(config)
-        self.max_walltime_minutes = parse_duration_minutes(config.get("max-walltime") or "01:00:00")
+        self.max_walltime_minutes = parse_duration_minutes(config.get("max-walltime") or "04:00:00")
         self.grace_time = int(config.get("grace-time") or 0)
         self.max_cores_per_user = limits.get("max-cores-per-user")
         self.max_jobs_per_user = limits.get("max-jobs-per-user")
@@ -101,8 +125,15 @@ class BurstPolicy:
                 "at most %d burst cores and %s jobs per user, so at most %d workers of this size"
                 % (self.max_cores_per_user or 0, self.max_jobs_per_user or "unlimited", most * processes))
 
-    def check_directives(self, lines, options, prefix, where):
-        """Refuse directives that would change partition, QOS or account (``options``: flag -> field)."""
+    def refuse_directive(self, where, line, field):
+        return PolicyError(
+            "%s %r would change the %s: burst jobs always run with partition %s, QOS %s and account %s, and take "
+            "cores, memory, walltime and log files from BurstCluster's arguments (the site's burst policy). "
+            "Remove it; ask %s for other resources."
+            % (where, str(line), field, self.partition, self.qos, self.account, self.contact))
+
+    def check_directives(self, lines, refused_field, prefix, where):
+        """Refuse directives that would change what the policy fixes (``refused_field``: text -> field or None)."""
         for line in lines or []:
             text = str(line).strip()
             if text.startswith("#"):
@@ -111,31 +142,110 @@ class BurstPolicy:
                 text = text[len(prefix):]
             elif where == "job_script_prologue":
                 continue  # a command, not a directive
-            try:
-                tokens = shlex.split(text)
-            except ValueError:
-                tokens = text.split()
-            for token in tokens:
-                field = _refused_option(token, options)
+            field = refused_field(text)
+            if field:
+                raise self.refuse_directive(where, line, field)
+
+
+def directive_tokens(text):
+    """A directive's words as the shell would split them (whitespace when the quoting is broken)."""
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def refused_option_field(text, options, flags):
+    """The policy field that the options in ``text`` would set, or None.
+
+    ``options`` maps options to fields; ``flags`` are the short options that take no argument.
+    Catches ``-p prod``, ``-pprod``, bundles such as ``-Hp prod``, ``--partition=prod``,
+    ``--partition prod`` and abbreviations such as ``--part`` (the batch system accepts any
+    unambiguous abbreviation, and refuses ambiguous ones anyway).
+    """
+    for token in directive_tokens(text):
+        if token.startswith("--"):
+            name = token.split("=", 1)[0]
+            for option, field in options.items():
+                if len(name) > 2 and option.startswith("--") and option.startswith(name):
+                    return field
+        elif token.startswith("-"):
+            for letter in token[1:]:
+                field = options.get("-" + letter)
                 if field:
-                    raise PolicyError(
-                        "%s %r would change the %s: burst jobs always run with partition %s, QOS %s and "
-                        "account %s (the site's burst policy). Remove it; ask %s for other resources."
-                        % (where, str(line), field, self.partition, self.qos, self.account, self.contact))
-
-
-def _refused_option(token, options):
-    """The policy field a command-line token sets, or None. Handles -pX, --opt=X and long-option prefixes."""
-    if token.startswith("--"):
-        name = token.split("=", 1)[0]
-        for option, field in options.items():
-            if option.startswith("--") and len(name) >= 4 and option.startswith(name):
-                return field
-    elif token.startswith("-") and len(token) >= 2:
-        for option, field in options.items():
-            if not option.startswith("--") and token[:2] == option:
-                return field
+                    return field
+                if letter not in flags:
+                    break  # an option with an argument: the rest of the token is its value
     return None
+
+
+def directive_lines(script, prefix):
+    """The lines the batch system reads as directives: those starting with ``prefix`` before the first command."""
+    found = []
+    for line in script.splitlines():
+        text = line.strip()
+        if text.startswith(prefix):
+            found.append(text)
+        elif text and not text.startswith("#"):
+            break
+    return found
+
+
+class JobScriptRules:
+    """What every burst job script must say and may not say, checked on the script itself.
+
+    ``required``: the policy's own directive lines, which must all be there; no other directive line
+    may touch what they fix (``refused_field``). Checked when a job is made and again on the file
+    handed to the batch system, so no setting of dask-jobqueue's can slip past the argument checks.
+    """
+
+    def __init__(self, policy, prefix, required, refused_field):
+        self.policy = policy
+        self.prefix = prefix
+        self.required = list(required)
+        self.refused_field = refused_field
+
+    def check(self, script):
+        directives = directive_lines(script, self.prefix)
+        for line in self.required:
+            if line not in directives:
+                raise PolicyError(
+                    "the job script lacks %r, which the burst policy needs (job_directives_skip, or "
+                    "jobqueue.*.job-directives-skip / header-skip in your Dask configuration, removed it). "
+                    "Remove that setting; ask %s if you need other resources." % (line, self.policy.contact))
+        for line in directives:
+            if line not in self.required:
+                field = self.refused_field(line[len(self.prefix):])
+                if field:
+                    raise self.policy.refuse_directive("the job script's directive", line, field)
+
+
+def private_log_directory(path):
+    """The worker jobs' log directory, created 0700 and checked to be the user's own and private.
+
+    Job logs carry tracebacks and data, so they go neither to the working directory (often shared)
+    nor to a directory that anyone else controls or can read.
+    """
+    path = os.path.expanduser(str(path or DEFAULT_LOG_DIRECTORY))
+    if not os.path.isabs(path) or any(char.isspace() for char in path):
+        raise LogDirectoryError("job log directory %r must be an absolute path without spaces (default %s)"
+                                % (path, DEFAULT_LOG_DIRECTORY))
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):  # lstat: a symbolic link is not a directory here
+        what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        raise LogDirectoryError("job log directory %s is %s, not a directory of your own. Fix: remove it "
+                                "(BurstCluster then creates it, mode 0700)" % (path, what))
+    if info.st_uid != os.geteuid():
+        raise LogDirectoryError("job log directory %s belongs to uid %d, not to you (uid %d): others could read or "
+                                "replace your job logs. Fix: remove it, or set daskhpc.log-directory to a directory "
+                                "of your own" % (path, info.st_uid, os.geteuid()))
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise LogDirectoryError("job log directory %s is open to others (mode %04o). Fix: chmod 700 %s"
+                                % (path, stat.S_IMODE(info.st_mode), path))
+    return path
 
 
 def lifetime_args(walltime_minutes, grace_time):
@@ -155,10 +265,12 @@ class BurstJobMixin:
 
     batch_cls = None
 
-    def _burst_init(self):
+    def _burst_init(self, rules):
         # exec: the worker becomes the job's main process, so the batch system's signals reach it.
         if not self._command_template.startswith("exec "):
             self._command_template = "exec " + self._command_template
+        self.burst_rules = rules
+        rules.check(self.job_script())
         self.batch_state = None
         self.last_phase = None
         self.ever_ran = False
@@ -167,17 +279,27 @@ class BurstJobMixin:
         self.submitted_at = None
 
     async def _submit_job(self, script_filename):
+        with open(script_filename, encoding="utf-8") as handle:
+            self.burst_rules.check(handle.read())  # exactly what the batch system is about to read
         self.submitted_at = time()
-        return await self._call(shlex.split(self.submit_command) + [script_filename],
-                                env=self.batch_cls().submit_environment())
+        # BatchSystem.run: no SBATCH_*/SLURM_*/PBS_* variables that could override the script, and a timeout.
+        return await self.batch_cls().run(shlex.split(self.submit_command) + [script_filename])
+
+    @classmethod
+    async def _close_job(cls, job_id, cancel_command):
+        if job_id:
+            try:
+                await cls.batch_cls().run(shlex.split(cancel_command) + [job_id])
+            except BatchError as exc:  # usually: the job has already gone
+                logger.info("could not cancel job %s: %s", job_id, exc)
 
 
 class BurstSLURMJob(BurstJobMixin, SLURMJob):
     batch_cls = SlurmBatch
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, burst_rules, **kwargs):
         super().__init__(*args, **kwargs)
-        self._burst_init()
+        self._burst_init(burst_rules)
 
 
 class BurstClusterBase:
@@ -185,18 +307,18 @@ class BurstClusterBase:
 
     batch_cls = None
     directive_prefix = None
-    # flag -> policy field it would change; subclasses list their scheduler's flags.
-    policy_options = {}
 
     def __init__(self, workers=0, *, cores=None, memory=None, processes=None, walltime=None,
                  job_extra_directives=None, job_script_prologue=None, job_directives_skip=None,
                  worker_extra_args=None, security=None, scheduler_options=None, progress=None,
-                 config=None, **kwargs):
-        # An explicit config (tests, other sites) is laid over the package defaults only.
-        cfg = site.require_site(dict(site.defaults(), **config) if config is not None else site.site_config())
+                 log_directory=None, **kwargs):
+        # The policy comes from the site file only (daskhpc.config): no argument can replace it.
+        cfg = site.require_site(site.site_config())
         self.site_config = cfg
         self.policy = policy = BurstPolicy(cfg)
         self._refuse_policy_kwargs(kwargs)
+        self._refuse_plaintext_options(cfg, scheduler_options, kwargs)
+        security = self._burst_security(cfg, security)
 
         processes = int(processes or cfg.get("workers-per-job") or 1)
         if cores is None:
@@ -208,15 +330,22 @@ class BurstClusterBase:
         policy.check_job(int(cores), parse_bytes(memory), walltime_minutes, processes)
         for where, lines in (("job_extra_directives", job_extra_directives),
                              ("job_script_prologue", job_script_prologue)):
-            policy.check_directives(lines, self.policy_options, self.directive_prefix, where)
+            policy.check_directives(lines, self.refused_field, self.directive_prefix, where)
 
         lifetime, margin = lifetime_args(walltime_minutes, policy.grace_time)
         worker_args = ["--grace-time", str(policy.grace_time)] + lifetime + list(worker_extra_args or [])
         if processes > 1:
             worker_args = ["--nworkers", str(processes)] + worker_args
+        self.log_directory = private_log_directory(log_directory or cfg.get("log-directory"))
         job_kwargs = self.policy_job_kwargs(walltime_minutes=walltime_minutes, signal_margin=margin,
-                                            job_extra_directives=list(job_extra_directives or []))
-        self._check_skips(job_directives_skip, job_kwargs)
+                                            cores=int(cores), memory=parse_bytes(memory),
+                                            log_directory=self.log_directory)
+        policy_extras = job_kwargs["job_extra_directives"]
+        header = self.policy_directive_lines(job_kwargs, int(cores), parse_bytes(memory))
+        self._check_skips(job_directives_skip, header)
+        job_kwargs["job_extra_directives"] = policy_extras + list(job_extra_directives or [])
+        required = header + ["%s %s" % (self.directive_prefix, line) for line in policy_extras]
+        job_kwargs["burst_rules"] = JobScriptRules(policy, self.directive_prefix, required, self.refused_field)
 
         self.batch = self.batch_cls()
         show = cfg.get("progress", True) if progress is None else progress
@@ -226,36 +355,56 @@ class BurstClusterBase:
         self._quick_failures = 0
         self._sync_callback = None
         self._discovery_path = None
+        self._closing = set()  # names of workers being retired or closed right now
 
         scheduler_options = dict(scheduler_options or {})
         # Dask's own Prometheus /metrics lives on the dashboard's HTTP server.
         scheduler_options.setdefault("dashboard_address", cfg.get("dashboard-address") or ":0")
         scheduler_options.setdefault("dashboard", True)
 
-        python = cfg.get("python")
+        kwargs.setdefault("python", cfg.get("python"))
         kwargs.setdefault("interface", cfg.get("interface"))
-        kwargs.setdefault("log_directory", cfg.get("log-directory"))
-        super().__init__(
-            cores=int(cores), memory=memory, processes=processes,
-            worker_command="daskhpc.worker", worker_extra_args=worker_args,
-            job_script_prologue=list(job_script_prologue or []),
-            job_directives_skip=list(job_directives_skip or []),
-            security=self._burst_security(cfg, security),
-            scheduler_options=scheduler_options,
-            **({"python": python} if python else {}),
-            **job_kwargs, **kwargs)
+        try:
+            super().__init__(
+                cores=int(cores), memory=memory, processes=processes,
+                worker_command="daskhpc.worker", worker_extra_args=worker_args,
+                job_script_prologue=list(job_script_prologue or []),
+                job_directives_skip=list(job_directives_skip or []),
+                security=security,
+                scheduler_options=scheduler_options,
+                **job_kwargs, **kwargs)
+        except Exception:
+            # A start that failed (e.g. the TLS self-check) must not leave the event loop's thread behind.
+            runner = getattr(self, "_loop_runner", None)
+            if runner is not None and not self.asynchronous:
+                runner.stop()
+            raise
         if workers:
             self.scale(workers)
 
     # --- hooks for the scheduler-specific subclass ---------------------------------------------
 
-    def policy_job_kwargs(self, walltime_minutes, signal_margin, job_extra_directives):
-        """Job keyword arguments that put the job on the burst partition/QOS/account (scheduler-specific)."""
+    def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
+        """Job keyword arguments that put the job on the burst partition/QOS/account (scheduler-specific);
+        ``job_extra_directives`` holds the policy's own extra directives only."""
         raise NotImplementedError
 
-    def policy_directive_lines(self, job_kwargs):
-        """Header lines the policy depends on; ``job_directives_skip`` may not remove them."""
+    def policy_directive_lines(self, job_kwargs, cores, memory):
+        """Header lines dask-jobqueue writes that the policy needs (``job_directives_skip`` may not drop them)."""
         return []
+
+    def refused_field(self, text):
+        """The policy field a directive (without its prefix) would change, or None (scheduler-specific)."""
+        raise NotImplementedError
+
+    @property
+    def _dummy_job(self):
+        try:
+            return super()._dummy_job
+        except PolicyError:
+            if self.status == Status.created:
+                self.status = Status.closed  # refused before anything started: nothing to close
+            raise
 
     # --- policy ----------------------------------------------------------------------------
 
@@ -271,13 +420,18 @@ class BurstClusterBase:
                         "(the site's burst policy). Remove it; ask %s for other resources."
                         % (key, given, self.policy.partition, self.policy.qos, self.policy.account,
                            self.policy.contact))
+        for key, instead in BYPASSING_KWARGS.items():
+            if kwargs.get(key) is not None:
+                raise PolicyError("%s=%r is not accepted: use %s, which the site's burst policy checks; ask %s if "
+                                  "you need more" % (key, kwargs[key], instead, self.policy.contact))
+            kwargs.pop(key, None)
 
-    def _check_skips(self, skips, job_kwargs):
-        for line in self.policy_directive_lines(job_kwargs):
+    def _check_skips(self, skips, header):
+        for line in header:
             for skip in skips or []:
                 if skip and skip in line:
-                    raise PolicyError("job_directives_skip %r would drop %r, which the burst policy needs"
-                                      % (skip, line))
+                    raise PolicyError("job_directives_skip %r would drop %r, which the burst policy needs; "
+                                      "ask %s if you need other resources" % (skip, line, self.policy.contact))
 
     def _policy_max_workers(self):
         job = self._dummy_job
@@ -313,35 +467,52 @@ class BurstClusterBase:
     # --- TLS -------------------------------------------------------------------------------
 
     def _burst_security(self, cfg, security):
-        if security is not None:
-            return security or None
-        mode = site.tls_mode(cfg)
+        """The cluster's Security. Where the site requires TLS, only TLS bound to the user's identity is accepted."""
+        required = site.tls_mode(cfg) == "required"
         paths = site.tls_paths(cfg)
-        try:
-            from daskhpc.security import cluster_security
-        except ImportError:
-            if mode == "required":
-                warnings.warn("the site requires TLS but daskhpc.security is not installed here; "
-                              "this cluster runs without TLS. Ask %s to update daskhpc." % site.contact(cfg),
-                              stacklevel=3)
-            return None
-        import os
-
-        have = all(paths.get(key) and os.path.exists(paths[key]) for key in ("cert", "key"))
-        if not have:
-            if mode == "required":
+        if security is None:
+            if all(paths.get(key) and os.path.exists(paths[key]) for key in ("cert", "key")):
+                return cluster_security(paths=paths)
+            if required:
                 raise site.NotConfigured(
                     "the site requires TLS, but your credential is missing (%s, %s). Fix: run `daskhpc doctor`; "
                     "credentials are issued to data-science users by the site's PKI - ask %s."
                     % (paths.get("cert"), paths.get("key"), site.contact(cfg)))
             return None
-        return cluster_security()
+        if required and not _bound_to_user(security):
+            raise PolicyError(
+                "security=%r: the %s site requires TLS bound to your identity (tls.mode: required in %s), and this %s, "
+                "so someone other than you could connect to your scheduler and run code as you. Fix: leave security "
+                "out; BurstCluster then uses your site certificate (%s). `daskhpc doctor` checks it; ask %s if it is "
+                "missing." % (security, cfg.get("site") or "this", site.SITE_FILE,
+                              "turns TLS off" if security is False else "is not the site's identity-bound TLS",
+                              paths.get("cert"), site.contact(cfg)))
+        return security or None
+
+    def _refuse_plaintext_options(self, cfg, scheduler_options, kwargs):
+        """Where TLS is required, no option may replace the scheduler's security or protocol."""
+        if site.tls_mode(cfg) != "required":
+            return
+        for key in ("security", "protocol"):
+            if key in (scheduler_options or {}):
+                raise PolicyError("scheduler_options[%r] would replace the scheduler's identity-bound TLS, which the "
+                                  "site requires. Fix: remove it" % key)
+        protocol = kwargs.get("protocol")
+        if protocol is not None and not str(protocol).startswith("tls"):
+            raise PolicyError("protocol=%r: the site requires TLS (tls://). Fix: remove protocol=" % protocol)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def _start(self):
         await super()._start()
-        interval = parse_timedelta(self.site_config.get("poll-interval") or "3s") * 1000
+        if isinstance(self.security, IdentitySecurity):
+            # Before any job is submitted: a scheduler that would let a stranger in must not run at all.
+            try:
+                await verify_scheduler_refuses_strangers(self.scheduler, self.security.owner)
+            except BaseException:
+                await self._close()
+                raise
+        interval = max(parse_timedelta(self.site_config.get("poll-interval") or "3s"), MIN_POLL_INTERVAL) * 1000
         self._sync_callback = PeriodicCallback(self._sync_jobs, interval)
         self._sync_callback.start()
         self._discovery_path = _discovery("register", self)
@@ -385,6 +556,9 @@ class BurstClusterBase:
         if self.status != Status.running:
             return  # closed while squeue ran
         to_replace, to_retire, to_release = self.classify(jobs, states)
+        ghosts = [name for name in self.ghost_workers(jobs) if name not in self._closing]
+        if ghosts:
+            asyncio.ensure_future(self._close_ghosts(ghosts))
         if to_release:
             try:
                 await self.batch.release([self.workers[name].job_id for name in to_release])
@@ -426,14 +600,38 @@ class BurstClusterBase:
                 to_retire.append(name)
         return to_replace, to_retire, to_release
 
+    def ghost_workers(self, jobs):
+        """Connected workers whose batch job is not running (gone, ended, requeued, pending, held).
+
+        Such a worker lives outside any allocation the batch system knows of; it must go.
+        """
+        connected = self._connected_worker_names()
+        ghosts = []
+        for name, job in jobs.items():
+            state = job.batch_state
+            if state is None or state.phase in NOT_RUNNING:
+                ghosts += [worker for worker in self._job_worker_names(name) if worker in connected]
+        return ghosts
+
+    async def _close_ghosts(self, names):
+        logger.warning("workers %s are connected but their batch job is not running: closing them", names)
+        await self._retire_workers(names)
+
     async def _retire(self, name):
         """Hand off the data of a job being preempted while its GraceTime runs."""
         names = self._job_worker_names(name)
         logger.info("job of %s is being preempted: retiring its workers gracefully", names)
+        await self._retire_workers(names)
+
+    async def _retire_workers(self, names):
+        """Move the workers' data elsewhere, then close them (their processes exit)."""
+        self._closing.update(names)
         try:
             await self.scheduler_comm.retire_workers(names=names, close_workers=True, remove=True)
         except Exception as exc:
             logger.warning("could not retire %s: %s", names, exc)
+        finally:
+            self._closing.difference_update(names)
 
     def _replace(self, names):
         """Forget ended jobs and submit fresh ones, so the requested size holds."""
@@ -454,8 +652,7 @@ class BurstClusterBase:
                 del self.worker_spec[name]
                 self.progress.update(
                     "%d jobs in a row failed before a worker started; not resubmitting. Look at the job logs "
-                    "(log_directory=%s) and run `daskhpc doctor`." % (self._quick_failures,
-                                                                      self._dummy_job.log_directory))
+                    "(%s) and run `daskhpc doctor`." % (self._quick_failures, self.log_directory))
                 continue
             del self.worker_spec[name]
             self.worker_spec.update(self.new_worker_spec())
@@ -469,6 +666,12 @@ class BurstClusterBase:
             return len(self.scheduler_info["workers"])
         except (AttributeError, KeyError, TypeError):
             return 0
+
+    def _connected_worker_names(self):
+        try:
+            return {str(worker.get("name")) for worker in self.scheduler_info["workers"].values()}
+        except (AttributeError, KeyError, TypeError):
+            return set()
 
     def _worker_count(self):
         return "%d/%d workers" % (self._connected_workers(), len(self.plan))
@@ -487,17 +690,19 @@ class BurstClusterBase:
 
 
 def _discovery(action, cluster):
-    """Register with the observability helper's discovery (optional: absent or failing only warns)."""
-    try:
-        discovery = importlib.import_module("daskhpc.discovery")
-    except ImportError:
-        logger.debug("daskhpc.discovery is not installed: Prometheus will not find this scheduler")
-        return None
+    """Register with Prometheus discovery; a failure only warns (the cluster works without being scraped)."""
     try:
         return getattr(discovery, action)(cluster)
     except Exception as exc:
         warnings.warn("Prometheus discovery %s failed: %s" % (action, exc), stacklevel=2)
         return None
+
+
+def _bound_to_user(security):
+    """True for identity-bound TLS that accepts only the current user's certificate and refuses plaintext."""
+    return (isinstance(security, IdentitySecurity) and security.owner == current_user()
+            and bool(security.require_encryption) and bool(security.tls_ca_file)
+            and bool(security.tls_scheduler_cert) and bool(security.tls_client_cert))
 
 
 class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
@@ -506,20 +711,35 @@ class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
     job_cls = BurstSLURMJob
     batch_cls = SlurmBatch
     directive_prefix = "#SBATCH"
+    # sbatch options -> what they would change; user directives may set none of them.
     policy_options = {
         "-p": "partition", "--partition": "partition",
         "-q": "QOS", "--qos": "QOS",
         "-A": "account", "--account": "account",
         "-M": "cluster", "--clusters": "cluster",
         "--reservation": "reservation",
+        "-c": "cores", "--cpus-per-task": "cores", "-n": "cores", "--ntasks": "cores", "-N": "cores",
+        "--nodes": "cores", "--ntasks-per-node": "cores", "--exclusive": "cores",
+        "--mem": "memory", "--mem-per-cpu": "memory", "--mem-per-gpu": "memory",
+        "-t": "walltime", "--time": "walltime",
+        "-a": "number of jobs", "--array": "number of jobs",
+        "-o": "log files", "--output": "log files", "-e": "log files", "--error": "log files",
     }
+    # sbatch's short options without an argument: in a bundle such as -Hp prod the next letter is an option.
+    flag_letters = "hHkOQsuvVW"
 
-    def policy_job_kwargs(self, walltime_minutes, signal_margin, job_extra_directives):
+    def refused_field(self, text):
+        return refused_option_field(text, self.policy_options, self.flag_letters)
+
+    def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
         policy = self.policy
         return {
             "queue": policy.partition,
             "account": policy.account,
             "walltime": format_slurm_minutes(walltime_minutes),
+            # Given here so that dask-jobqueue's jobqueue.slurm.job-cpu/job-mem settings cannot apply.
+            "job_cpu": cores,
+            "job_mem": slurm_format_bytes_ceil(memory),
             "job_extra_directives": [
                 "--qos=%s" % policy.qos,
                 # Preemption requeues the job (PreemptMode=REQUEUE needs requeueable jobs).
@@ -527,11 +747,16 @@ class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
                 # SIGTERM to the worker (B: the batch step, which the worker exec'd into) before walltime;
                 # with PreemptParameters=send_user_signal (SLURM >= 23.02) also when preemption's GraceTime starts.
                 "--signal=B:TERM@%d" % signal_margin,
-            ] + job_extra_directives,
+                # Absolute paths in the user's private directory, never the working directory.
+                "--output=%s/dask-worker-%%j.out" % log_directory,
+                "--error=%s/dask-worker-%%j.err" % log_directory,
+            ],
         }
 
-    def policy_directive_lines(self, job_kwargs):
-        return ["#SBATCH -p %s" % job_kwargs["queue"], "#SBATCH -A %s" % job_kwargs["account"]]
+    def policy_directive_lines(self, job_kwargs, cores, memory):
+        return ["#SBATCH -p %s" % job_kwargs["queue"], "#SBATCH -A %s" % job_kwargs["account"], "#SBATCH -n 1",
+                "#SBATCH --cpus-per-task=%d" % cores, "#SBATCH --mem=%s" % job_kwargs["job_mem"],
+                "#SBATCH -t %s" % job_kwargs["walltime"]]
 
 
 # Cluster classes by the site's scheduler; the PBS module registers its class here.
@@ -539,7 +764,7 @@ SCHEDULER_CLASSES = {"slurm": "daskhpc.cluster:SlurmBurstCluster", "pbs": "daskh
 
 
 def cluster_class(scheduler=None):
-    scheduler = scheduler or site.get("scheduler") or "slurm"
+    scheduler = scheduler or site.policy().get("scheduler") or "slurm"
     target = SCHEDULER_CLASSES.get(scheduler)
     if target is None:
         raise site.NotConfigured("daskhpc.scheduler=%r is not supported (use one of: %s)"
@@ -556,7 +781,7 @@ class BurstCluster(SlurmBurstCluster):
 
     def __new__(cls, *args, **kwargs):
         if cls is BurstCluster:
-            scheduler = (kwargs.get("config") or {}).get("scheduler") or site.get("scheduler") or "slurm"
+            scheduler = site.policy().get("scheduler") or "slurm"
             if scheduler != "slurm":
                 return cluster_class(scheduler)(*args, **kwargs)
         return super().__new__(cls)

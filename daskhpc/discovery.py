@@ -1,17 +1,19 @@
-"""Make live Dask schedulers Prometheus targets through file-based service discovery (file_sd).
+"""Register live Dask schedulers for Prometheus: one small file per scheduler on its login host.
 
-Each live scheduler gets one JSON file in the site's targets directory (dask config
-``daskhpc.metrics-targets-dir``, from the site model's ``metrics.dask_targets_dir``; the
+Each live scheduler gets one JSON file in the login host's targets directory (the site file's
+``metrics-targets-dir``, from the site model's ``metrics.dask_targets_dir``; the
 directory is world-writable with the sticky bit, like /tmp)::
 
-    [{"targets": ["10.0.0.5:8787"],
-      "labels": {"job": "dask", "user": "alice", "cluster_id": "Scheduler-...", "site": "lab",
-                 "__meta_daskhpc_host": "login1", "__meta_daskhpc_pid": "4242"}}]
+    [{"targets": ["10.0.0.5:8787"], "labels": {"cluster_id": "Scheduler-..."}}]
 
-Prometheus scrapes Dask's own ``/metrics`` on the scheduler's dashboard port and notices new
-or removed files at once (inotify). ``register`` is called when a cluster starts and
-``unregister`` when it closes; files left by schedulers that died without closing are removed
-by the next ``register`` on the same host (the process id no longer exists).
+Prometheus does not read these files: the login host's discovery service (``daskhpc
+discovery-serve``, daskhpc/discovery_serve.py) serves them over mutually authenticated HTTPS,
+and takes the ``user`` label from the file's owner, never from its content. So the file
+carries only what the owner may choose: where its own scheduler's dashboard listens (Dask's
+``/metrics`` is there) and the cluster's id. The service also removes the files of
+schedulers whose socket has gone.
+
+``register`` is called when a cluster starts and ``unregister`` when it closes.
 Discovery must never break a user's cluster: failures are logged and ``register`` returns None.
 """
 
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import atexit
 import getpass
+import ipaddress
 import json
 import logging
 import os
 import re
+import secrets
 import socket
-import tempfile
 import urllib.parse
 
 log = logging.getLogger("daskhpc.discovery")
@@ -34,26 +37,37 @@ SUFFIX = ".json"
 
 
 def targets_dir():
-    """The targets directory from Dask's configuration (daskhpc.metrics-targets-dir)."""
-    try:
-        import dask.config
+    """The targets directory: the site file's ``metrics-targets-dir`` (a policy key: users cannot move it)."""
+    from daskhpc import config
 
-        return dask.config.get("daskhpc.metrics-targets-dir", default=None) or DEFAULT_TARGETS_DIR
-    except ImportError:
-        return DEFAULT_TARGETS_DIR
+    return config.policy().get("metrics-targets-dir") or DEFAULT_TARGETS_DIR
 
 
 def _site():
-    try:
-        import dask.config
+    from daskhpc import config
 
-        return str(dask.config.get("daskhpc.site", default="") or "")
-    except ImportError:
-        return ""
+    return str(config.policy().get("site") or "")
+
+
+def _ip_literal(host):
+    """The scheduler's host as an IP address: the discovery service accepts addresses, not names."""
+    if not host:
+        raise ValueError("the scheduler's address has no host")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+
+
+def _cluster_id(cluster):
+    info = getattr(cluster, "scheduler_info", None)
+    if isinstance(info, dict) and info.get("address"):
+        return info.get("id", "")
+    return cluster.id
 
 
 def scheduler_endpoint(cluster):
-    """(cluster_id, "host:dashboard_port") of a Dask cluster (SpecCluster/LocalCluster/BurstCluster)
+    """(cluster_id, "ip:dashboard_port") of a Dask cluster (SpecCluster/LocalCluster/BurstCluster)
     or of a distributed Scheduler object."""
     info = getattr(cluster, "scheduler_info", None)
     if isinstance(info, dict) and info.get("address"):
@@ -65,8 +79,8 @@ def scheduler_endpoint(cluster):
     if not port:
         raise ValueError("the scheduler serves no dashboard, so there is no /metrics to scrape "
                          "(start it with a dashboard_address)")
-    host = urllib.parse.urlsplit(address).hostname
-    return cluster_id, "%s:%d" % (host, int(port))
+    host = _ip_literal(urllib.parse.urlsplit(address).hostname)
+    return cluster_id, ("[%s]:%d" if ":" in host else "%s:%d") % (host, int(port))
 
 
 def _safe(text):
@@ -74,20 +88,28 @@ def _safe(text):
 
 
 def target_path(directory, cluster_id, user=None, host=None, pid=None):
-    return os.path.join(directory, "%s-%s-%d-%s%s" % (
+    # The random part makes the name unguessable: nobody can plant a file, FIFO or symlink
+    # under it beforehand (in a sticky directory the rename onto it would then fail).
+    return os.path.join(directory, "%s-%s-%d-%s-%s%s" % (
         _safe(user or getpass.getuser()), _safe(host or socket.gethostname()), pid or os.getpid(),
-        _safe(cluster_id), SUFFIX))
+        _safe(cluster_id)[:100], secrets.token_hex(8), SUFFIX))
 
 
 def _write_atomic(path, data):
+    """Write a new file next to `path`, then rename it there: the service never reads half a file.
+
+    O_EXCL on a fresh random name and O_NOFOLLOW: in a world-writable directory nothing that
+    another user prepared (a symlink, a FIFO, an existing file) is ever opened or written through.
+    """
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=SUFFIX)
+    tmp = os.path.join(directory, ".tmp-%s%s" % (secrets.token_hex(8), SUFFIX))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-        # readable by Prometheus whatever the user's umask
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+            # readable by the discovery service whatever the user's umask
+            os.fchmod(handle.fileno(), 0o644)
+            json.dump(data, handle, sort_keys=True)
+        os.rename(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -96,57 +118,19 @@ def _write_atomic(path, data):
         raise
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale(directory=None):
-    """Remove target files of schedulers on this host whose process has gone; return their paths."""
-    directory = directory or targets_dir()
-    host = socket.gethostname()
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.endswith(SUFFIX) or name.startswith("."):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                labels = json.load(handle)[0]["labels"]
-            if labels.get("__meta_daskhpc_host") != host or _pid_alive(int(labels["__meta_daskhpc_pid"])):
-                continue
-            os.unlink(path)
-            removed.append(path)
-        except (OSError, ValueError, LookupError, TypeError):
-            # unreadable, someone else's file in the sticky directory, or removed meanwhile
-            continue
-    return removed
-
-
 _registered = {}
 
 
 def register(cluster, directory=None, user=None):
-    """Write the file_sd target for `cluster`'s scheduler; return its path (None if not possible)."""
+    """Write the target file for `cluster`'s scheduler; return its path (None if not possible).
+
+    `user` only names the file; the discovery service labels the target with the file's owner.
+    """
     directory = directory or targets_dir()
     try:
         cluster_id, endpoint = scheduler_endpoint(cluster)
-        remove_stale(directory)
-        user = user or getpass.getuser()
-        host = socket.gethostname()
-        path = target_path(directory, cluster_id, user=user, host=host)
-        labels = {"job": "dask", "user": user, "cluster_id": cluster_id, "site": _site(),
-                  "__meta_daskhpc_host": host, "__meta_daskhpc_pid": str(os.getpid())}
-        _write_atomic(path, [{"targets": [endpoint], "labels": labels}])
+        path = target_path(directory, cluster_id, user=user)
+        _write_atomic(path, [{"targets": [endpoint], "labels": {"cluster_id": cluster_id}}])
     except (OSError, ValueError, AttributeError) as exc:
         log.warning("could not register the Dask scheduler with Prometheus in %s: %s", directory, exc)
         return None
@@ -157,8 +141,8 @@ def register(cluster, directory=None, user=None):
 def unregister(cluster):
     """Remove `cluster`'s target file; safe to call twice or for a cluster never registered."""
     try:
-        cluster_id, _ = scheduler_endpoint(cluster)
-    except (ValueError, AttributeError):
+        cluster_id = _cluster_id(cluster)
+    except AttributeError:
         return
     path = _registered.pop(cluster_id, None)
     if path:

@@ -2,6 +2,7 @@
 
 Each check prints PASS or FAIL with what it found, and a fix for each failure.
 Exit status 0 when every check passes, 1 otherwise. ``--json`` prints the checks as JSON.
+Every command it runs has a timeout and a clean environment (``daskhpc.batch.run_sync``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import json
 import os
 import pwd
 import socket
+import ssl
 import stat
 import sys
 from dataclasses import asdict, dataclass
 
 from daskhpc import config as site
-from daskhpc.batch import run_sync
+from daskhpc.batch import SlurmBatch, run_sync
+
+# Seconds any one command may take; a command that does not answer fails its check instead of hanging.
+COMMAND_TIMEOUT = 30
 
 
 @dataclass
@@ -32,12 +37,22 @@ class Check:
 class Doctor:
     """The checks, with the user, the configuration and the command runner injectable for tests."""
 
-    def __init__(self, config=None, user=None, run=run_sync, now=None):
-        self.config = site.site_config() if config is None else config
+    def __init__(self, config=None, user=None, run=None, now=None, timeout=COMMAND_TIMEOUT):
+        self.config_error = None
+        if config is None:
+            try:
+                config = site.site_config()
+            except site.NotConfigured as exc:  # e.g. an unsafe site file: reported by check_config
+                config, self.config_error = {}, exc
+        self.config = config
         self.user = user or pwd.getpwuid(os.geteuid()).pw_name
-        self.run = run
+        self.timeout = timeout
+        self.run = run or self._run
         self.now = now or datetime.datetime.now(datetime.timezone.utc)
         self.contact = site.contact(self.config)
+
+    def _run(self, command):
+        return run_sync(command, timeout=self.timeout, env=SlurmBatch().command_environment())
 
     def checks(self):
         results = [self.check_config()]
@@ -55,6 +70,10 @@ class Doctor:
     # --- the checks ---------------------------------------------------------------------
 
     def check_config(self):
+        if self.config_error is not None:
+            return Check("site configuration", False, str(self.config_error).split(". Fix:")[0],
+                         "ask %s to re-run the onprem.daskhpc.dask_client role on this machine (it writes %s "
+                         "root-owned, mode 0644)" % (self.contact, site.SITE_FILE))
         try:
             cfg = site.require_site(self.config)
         except site.NotConfigured as exc:
@@ -63,7 +82,7 @@ class Doctor:
                          % (self.contact, site.SITE_FILE))
         return Check("site configuration", True, "%s: site %s, partition %s, QOS %s, account %s (from %s)" % (
             "configured", cfg["site"], cfg["partition"], cfg["qos"], cfg["account"],
-            site.config_source() or "Dask config"))
+            site.config_source() or "package defaults"))
 
     def check_python(self):
         python = self.config.get("python") or sys.executable
@@ -212,12 +231,50 @@ class Doctor:
         if not path:
             return Check("metrics discovery", True, "no discovery directory configured")
         if not os.path.isdir(path):
-            return Check("metrics discovery", False, "%s does not exist: Prometheus will not find your clusters"
-                         % path, "ask %s to run the site's metrics playbook" % self.contact)
+            return Check("metrics discovery", False, "%s does not exist: Prometheus will not find clusters started "
+                         "on this host" % path,
+                         "ask %s to run the site's metrics playbook on this login host (role dask_discovery)"
+                         % self.contact)
         if not os.access(path, os.W_OK | os.X_OK):
             return Check("metrics discovery", False, "%s is not writable by %s" % (path, self.user),
                          "ask %s to make it mode 1777" % self.contact)
-        return Check("metrics discovery", True, "clusters register in %s" % path)
+        port = self.config.get("metrics-discovery-port")
+        if not port:
+            return Check("metrics discovery", True, "clusters register in %s" % path)
+        problem = self.probe_discovery(int(port))
+        if problem:
+            return Check("metrics discovery", False, problem,
+                         "ask %s to check the discovery service here (`systemctl status daskhpc-discovery`)"
+                         % self.contact)
+        return Check("metrics discovery", True, "clusters register in %s; the discovery service on port %d "
+                     "answers, and only to Prometheus" % (path, int(port)))
+
+    def probe_discovery(self, port, host="localhost"):
+        """What is wrong with this host's discovery service, or None when it answers with a site
+        certificate and refuses us: we hold no Prometheus certificate, and nobody but Prometheus may
+        read the targets."""
+        ca = site.tls_paths(self.config)["ca"]
+        ctx = ssl.create_default_context(cafile=ca if ca and os.path.exists(ca) else None)
+        ctx.check_hostname = False  # reached through localhost; the chain must still be the site CA's
+        try:
+            raw = socket.create_connection((host, port), timeout=5)
+        except OSError as exc:
+            return "nothing answers on %s:%d (%s): Prometheus will not find clusters started here" % (
+                host, port, exc.strerror or exc)
+        with raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    tls.sendall(b"GET /targets HTTP/1.0\r\n\r\n")
+                    answer = tls.recv(64)
+            except ssl.SSLCertVerificationError as exc:
+                return "the service on port %d has no certificate from the site CA (%s)" % (port, exc.verify_message)
+            except socket.timeout:
+                return "the service on port %d does not answer within 5 s" % port
+            except OSError:  # the TLS alert or reset refusing a client without Prometheus's certificate
+                return None
+        if answer.startswith(b"HTTP/"):
+            return "the service on port %d answers clients without Prometheus's certificate" % port
+        return None
 
 
 def render(results, user, config):

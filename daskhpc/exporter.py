@@ -9,6 +9,8 @@ Configuration comes from a YAML file the ``slurm_exporter`` role writes from the
     listen_port: 9817
     min_interval_seconds: 10          # squeue/sinfo at most this often, whatever the scrape rate
     slow_interval_seconds: 60         # sdiag and sacct at most this often
+    scrape_budget_seconds: 8          # one scrape runs commands for at most this long (< Prometheus's scrape_timeout)
+    command_timeout_seconds: 5        # any one command; must be shorter than the budget
     burst_partitions: [burst]
     production_partitions: [prod, bigmem]
     burst_max_share_ratio: 0.5
@@ -50,6 +52,9 @@ DEFAULTS = {
     "burst_max_cores": None,
     "ledger_path": None,
     "slurm_bin_dir": "",
+    "scrape_budget_seconds": 8,
+    "command_timeout_seconds": 5,
+    "accounting_overlap_seconds": 600,
 }
 
 #: scheduler name (site model ``scheduler``) -> BatchSource subclass, or "module:Class" imported
@@ -82,7 +87,7 @@ def load_config(path):
             from exc
     if not isinstance(given, dict):
         raise ConfigError("%s: must be a YAML mapping" % path)
-    unknown = sorted(set(given) - set(DEFAULTS) - {"accounting_overlap_seconds", "command_timeout_seconds"})
+    unknown = sorted(set(given) - set(DEFAULTS) - {"pbs_bin_dir"})
     if unknown:
         raise ConfigError("%s: unknown keys %s. Fix: remove them (known: %s)"
                           % (path, ", ".join(unknown), ", ".join(sorted(DEFAULTS))))
@@ -90,6 +95,12 @@ def load_config(path):
     if config["scheduler"] not in SOURCES:
         raise ConfigError("%s: scheduler %r has no exporter source. Fix: use one of %s"
                           % (path, config["scheduler"], ", ".join(sorted(SOURCES))))
+    budget, timeout = config["scrape_budget_seconds"], config["command_timeout_seconds"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (budget, timeout)) \
+            or timeout >= budget:
+        raise ConfigError("%s: command_timeout_seconds %r must be a positive number below scrape_budget_seconds %r. "
+                          "Fix: e.g. 5 and 8 (a scrape must end before Prometheus's scrape_timeout, 10 s by default)"
+                          % (path, timeout, budget))
     return config
 
 

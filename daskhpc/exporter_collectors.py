@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import logging
 import os
 import threading
@@ -13,6 +12,7 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daskhpc.exporter_source import UNAVAILABLE_NODE_STATES, BatchSystemError
+from daskhpc.model.pki import parse_ledger
 
 log = logging.getLogger("daskhpc.exporter")
 
@@ -26,35 +26,55 @@ NODE_CORE_STATES = ("allocated", "idle", "other")
 
 
 class ExporterStats:
-    """Errors and last successes per source (state, health, accounting, ledger), shared by collectors."""
+    """Errors, last successes and current status per source (state, health, accounting, ledger)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.errors = collections.Counter()
         self.last_success = {}
+        self.status = {}
 
     def error(self, source, exc):
+        """Count and log a failed read (or an unreadable part of one)."""
         log.warning("%s: %s", source, exc)
         with self.lock:
             self.errors[source] += 1
+
+    def failed(self, source, exc, reason, count=True):
+        """The source's metrics are absent from now on, for *reason* (exporter_source.REASONS).
+
+        Not asking (skipped, budget) is not an error of the source; neither is an absent optional file."""
+        if count and reason not in ("skipped", "budget"):
+            self.error(source, exc)
+        elif self.status.get(source) != reason:  # say it once, not at every scrape
+            log.info("%s: %s", source, exc)
+        with self.lock:
+            self.status[source] = reason
 
     def success(self, source, when):
         with self.lock:
             self.errors.setdefault(source, 0)
             self.last_success[source] = when
+            self.status[source] = "ok"
 
     def collect(self):
         errors = CounterMetricFamily("daskhpc_scrape_errors", "Failed reads of the batch system or the CA ledger, "
                                      "by source", labels=["source"])
         last = GaugeMetricFamily("daskhpc_last_success_timestamp_seconds", "When each source was last read "
                                  "successfully", labels=["source"])
+        up = GaugeMetricFamily("daskhpc_source_up", "1 if the source's metrics in this scrape are current; 0 and "
+                               "the reason (timeout, failed, not_found, bad_output, skipped, budget) if they are "
+                               "left out", labels=["source", "reason"])
         with self.lock:
             for source, count in sorted(self.errors.items()):
                 errors.add_metric([source], count)
             for source, when in sorted(self.last_success.items()):
                 last.add_metric([source], when)
+            for source, reason in sorted(self.status.items()):
+                up.add_metric([source, reason], 1 if reason == "ok" else 0)
         yield errors
         yield last
+        yield up
 
 
 def _partition_of(job):
@@ -67,9 +87,12 @@ class BatchCollector:
 
     The source is read at most once per ``min_interval_seconds`` however often Prometheus (or
     several Prometheus servers) scrape; health and accounting at most once per
-    ``slow_interval_seconds``. When the batch system cannot be read, ``daskhpc_up`` is 0, the
-    error is counted, the cluster metrics are left out (rather than serving stale values), and
-    the exporter keeps serving.
+    ``slow_interval_seconds``. Nothing stale is served: a source's metrics are served only from
+    its last read, within its interval, and only while the batch system answers. When it does not
+    (an error, or no answer within ``command_timeout_seconds``), ``daskhpc_up`` is 0,
+    ``daskhpc_source_up`` says why for each source, the error is counted, and the metrics of every
+    source of that batch system are left out until it answers again; the exporter keeps serving.
+    One scrape runs commands for at most ``scrape_budget_seconds``.
     """
 
     def __init__(self, source, config, stats=None, clock=time.time):
@@ -78,6 +101,7 @@ class BatchCollector:
         self.clock = clock
         self.min_interval = float(config.get("min_interval_seconds", 10))
         self.slow_interval = float(config.get("slow_interval_seconds", 60))
+        self.budget = float(config.get("scrape_budget_seconds", 8))
         # sacct windows overlap by this much, because slurmdbd may record events late
         self.accounting_overlap = float(config.get("accounting_overlap_seconds", 600))
         self.burst_partitions = set(config.get("burst_partitions", []))
@@ -86,48 +110,65 @@ class BatchCollector:
         self.burst_cap_cores = config.get("burst_max_cores")
         self.lock = threading.Lock()
         self.state = None
-        self.up = 0
-        self.health = []
+        self.health = None
+        self.accounting_up = False
+        self.reasons = {}
         self.last_state_attempt = None
         self.last_slow_attempt = None
         self.preempt_since = self.clock()
         self.preempt_seen = set()
         self.preemptions = collections.Counter({p: 0 for p in self.burst_partitions})
 
+    @property
+    def up(self):
+        return 1 if self.state is not None else 0
+
     # --- refreshing -------------------------------------------------------------------------
 
     def _due(self, last, interval, now):
         return last is None or now - last >= interval
 
-    def refresh(self):
-        """Read the source if the cached data are older than the intervals."""
-        now = self.clock()
-        if self._due(self.last_state_attempt, self.min_interval, now):
-            self.last_state_attempt = now
-            try:
-                self.state = self.source.read_state()
-                self.up = 1
-                self.stats.success("state", now)
-            except BatchSystemError as exc:
-                self.state, self.up = None, 0
-                self.stats.error("state", exc)
-        if self._due(self.last_slow_attempt, self.slow_interval, now):
-            self.last_slow_attempt = now
-            try:
-                self.health = self.source.read_health()
-                self.stats.success("health", now)
-            except BatchSystemError as exc:
-                self.health = []
-                self.stats.error("health", exc)
-            self._count_preemptions(now)
-
-    def _count_preemptions(self, now):
+    def _read(self, source, read, now):
+        """What *read* returns, or None when the source failed (recorded in stats with its reason)."""
         try:
-            events = self.source.read_preemptions(self.preempt_since, now)
+            value = read()
         except BatchSystemError as exc:
-            self.stats.error("accounting", exc)
-            return
-        self.stats.success("accounting", now)
+            self.reasons[source] = getattr(exc, "reason", "failed")
+            self.stats.failed(source, exc, self.reasons[source])
+            return None
+        self.reasons[source] = "ok"
+        self.stats.success(source, now)
+        return value
+
+    def refresh(self):
+        """Read the sources whose data are older than their intervals, within the scrape budget."""
+        now = self.clock()
+        self.source.deadline = time.monotonic() + self.budget
+        try:
+            if self._due(self.last_state_attempt, self.min_interval, now):
+                self.last_state_attempt = now
+                self.state = self._read("state", self.source.read_state, now)
+            if self.state is None:
+                # The batch system does not answer: what was read from it before is no longer
+                # current, and asking it for more would only wait for the same timeout again.
+                for source in ("health", "accounting"):
+                    self.reasons[source] = "skipped"
+                    self.stats.failed(source, "left out: the batch system did not answer", "skipped")
+                self.health, self.accounting_up = None, False
+                self.last_slow_attempt = None  # read them as soon as it answers again
+            elif self._due(self.last_slow_attempt, self.slow_interval, now):
+                self.last_slow_attempt = now
+                self.health = self._read("health", self.source.read_health, now)
+                events = self._read("accounting", lambda: self.source.read_preemptions(self.preempt_since, now), now)
+                self.accounting_up = events is not None
+                if events is not None:
+                    self._count_preemptions(events, now)
+                if "budget" in (self.reasons["health"], self.reasons["accounting"]):
+                    self.last_slow_attempt = None  # not asked at all: ask at the next scrape
+        finally:
+            self.source.deadline = None
+
+    def _count_preemptions(self, events, now):
         for event in events:
             key = (event.job_id, event.time)
             if key not in self.preempt_seen and event.time >= self.preempt_since:
@@ -147,12 +188,14 @@ class BatchCollector:
                                           "last attempt, else 0", value=self.up)]
             if self.state is not None:
                 families += self.cluster_metrics(self.state)
-            families += list(self.health)
-            preempt = CounterMetricFamily("daskhpc_preemptions", "Jobs preempted (from the accounting records) "
-                                          "since the exporter started, by partition", labels=["partition"])
-            for partition, count in sorted(self.preemptions.items()):
-                preempt.add_metric([partition], count)
-            families.append(preempt)
+            families += list(self.health or [])
+            if self.accounting_up:
+                preempt = CounterMetricFamily("daskhpc_preemptions", "Jobs preempted (from the accounting "
+                                              "records) since the exporter started, by partition",
+                                              labels=["partition"])
+                for partition, count in sorted(self.preemptions.items()):
+                    preempt.add_metric([partition], count)
+                families.append(preempt)
             durations = GaugeMetricFamily("daskhpc_batch_command_duration_seconds", "How long the last run of "
                                           "each batch-system command took", labels=["command"])
             for command, seconds in sorted(getattr(self.source, "durations", {}).items()):
@@ -320,23 +363,10 @@ class CertificateCollector:
             return False
         key = (info.st_mtime_ns, info.st_size)
         if key != self._cache_key:
-            # The ledger is append-only: an "issued" line per certificate, and a later "revoked"
-            # line (same serial) when one is revoked. Fold by serial, as the CA does.
-            folded = {}
-            with open(self.path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                        serial = str(record.get("serial", ""))
-                        if record.get("event") == "revoked":
-                            folded.setdefault(serial, {"serial": serial})["revoked_at"] = record.get("revoked_at")
-                        else:
-                            revoked_at = folded.get(serial, {}).get("revoked_at")
-                            folded[serial] = dict(record, revoked_at=record.get("revoked_at") or revoked_at)
-                    except (ValueError, AttributeError) as exc:
-                        self.stats.error("ledger", "%s line %d: %s" % (self.path, number, exc))
+            with open(self.path, "rb") as handle:
+                folded, problems = parse_ledger(handle.read())
+            for problem in problems:
+                self.stats.error("ledger", "%s %s" % (self.path, problem))
             entries = []
             for serial, entry in folded.items():
                 try:
@@ -351,13 +381,18 @@ class CertificateCollector:
         try:
             present = self._read()
         except OSError as exc:
-            self.stats.error("ledger", exc)
+            self._cache_key, self._entries = None, []  # never serve what an earlier read found
+            self.stats.failed("ledger", exc, "failed")
             present = False
         else:
             if present:
                 self.stats.success("ledger", now)
+            else:
+                self.stats.failed("ledger", "%s does not exist" % self.path, "not_found", count=False)
         yield GaugeMetricFamily("daskhpc_ca_ledger_present", "1 if the CA's issuance ledger could be read",
                                 value=1 if present else 0)
+        if not present:
+            return
         counts = collections.Counter({"valid": 0, "expired": 0, "revoked": 0})
         newest = {}
         for entry, not_after, revoked_at in self._entries:

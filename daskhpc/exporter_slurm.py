@@ -16,10 +16,7 @@ Why these exact calls:
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -79,7 +76,8 @@ def parse_squeue(text):
             continue
         fields = line.split(SEP)
         if len(fields) != 7:
-            raise BatchSystemError("unexpected squeue line %r (want 7 fields separated by %r)" % (line, SEP))
+            raise BatchSystemError("unexpected squeue line %r (want 7 fields separated by %r)" % (line, SEP),
+                                   "bad_output")
         job_id, partition, state, reason, user, cpus, nodes = fields
         state = state.strip().lower()
         jobs.append(Job(
@@ -117,7 +115,8 @@ def parse_sinfo(text):
             continue
         fields = line.split(SEP)
         if len(fields) != 6:
-            raise BatchSystemError("unexpected sinfo line %r (want 6 fields separated by %r)" % (line, SEP))
+            raise BatchSystemError("unexpected sinfo line %r (want 6 fields separated by %r)" % (line, SEP),
+                                   "bad_output")
         name, partition, avail, state, cpus, since = fields
         partitions_up[partition] = avail.strip().lower() == "up"
         if name in nodes:
@@ -126,7 +125,7 @@ def parse_sinfo(text):
         try:
             alloc, idle, other, total = (int(x) for x in cpus.split("/"))
         except ValueError as exc:
-            raise BatchSystemError("unexpected CPU counts %r in sinfo line %r" % (cpus, line)) from exc
+            raise BatchSystemError("unexpected CPU counts %r in sinfo line %r" % (cpus, line), "bad_output") from exc
         node_state = normalise_node_state(state)
         nodes[name] = Node(
             name=name, partitions=[partition], state=node_state, cpus=total,
@@ -235,27 +234,6 @@ class SlurmSource(BatchSource):
     def __init__(self, config):
         super().__init__(config)
         self.bin_dir = config.get("slurm_bin_dir") or ""
-        self.timeout = float(config.get("command_timeout_seconds", 30))
-        #: last run time of each command in seconds, for daskhpc_batch_command_duration_seconds
-        self.durations = {}
-
-    def _command(self, name):
-        if self.bin_dir:
-            return os.path.join(self.bin_dir, name)
-        return shutil.which(name) or name
-
-    def run(self, name, *args):
-        argv = [self._command(name), *args]
-        started = time.monotonic()
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BatchSystemError("%s failed: %s" % (name, exc)) from exc
-        finally:
-            self.durations[name] = time.monotonic() - started
-        if result.returncode != 0:
-            raise BatchSystemError("%s exited %d: %s" % (name, result.returncode, result.stderr.strip()[:500]))
-        return result.stdout
 
     def read_state(self):
         jobs = parse_squeue(self.run("squeue", "--all", "--noheader", "--states=all", "-o", SQUEUE_FORMAT))

@@ -12,8 +12,11 @@ To add a batch system (the PBS collector does this), subclass :class:`BatchSourc
 ``daskhpc/exporter_<scheduler>.py``, implement :meth:`~BatchSource.read_state`, and optionally
 :meth:`~BatchSource.read_preemptions` and :meth:`~BatchSource.read_health`, then add the class
 to ``SOURCES`` in ``daskhpc/exporter.py`` under the site model's ``scheduler`` value.
-Sources raise :class:`BatchSystemError` when the scheduler cannot be read; the collector then
-reports ``daskhpc_up 0`` and counts the error, and the exporter keeps serving.
+Sources run every command through :meth:`BatchSource.run`, which bounds it by
+``command_timeout_seconds`` and by what is left of the scrape's budget (``deadline``, set by the
+collector), and raise :class:`BatchSystemError` (with a ``reason``) when the scheduler cannot be
+read; the collector then leaves that source's metrics out, reports ``daskhpc_up 0`` and
+``daskhpc_source_up{source,reason}``, counts the error, and the exporter keeps serving.
 
 Vocabulary shared by all sources (so dashboards and alerts work everywhere):
 
@@ -32,13 +35,28 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
+import shutil
+import time
+
+from daskhpc.model import command
 
 # Node states that mean "this node cannot take work"; alerts watch how long nodes stay in them.
 UNAVAILABLE_NODE_STATES = ("down", "drained", "draining", "fail", "failing", "maint", "unknown")
 
 
+#: why a source's metrics are absent (label ``reason`` of ``daskhpc_source_up``); "ok" when they are served
+REASONS = ("ok", "timeout", "failed", "not_found", "bad_output", "skipped", "budget")
+
+
 class BatchSystemError(RuntimeError):
-    """The batch system could not be read (command missing, controller down, bad output)."""
+    """The batch system could not be read; ``reason`` is one of :data:`REASONS`: ``timeout`` (no answer in
+    time), ``failed`` (non-zero exit), ``not_found`` (no such command), ``bad_output`` (unparsable),
+    ``budget`` (not run: the scrape's time budget was spent)."""
+
+    def __init__(self, message, reason="failed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclasses.dataclass
@@ -90,6 +108,45 @@ class BatchSource(abc.ABC):
 
     def __init__(self, config):
         self.config = config
+        #: directory of the scheduler's commands; empty: found on PATH
+        self.bin_dir = ""
+        #: seconds one command may take
+        self.timeout = float(config.get("command_timeout_seconds", 5))
+        #: time.monotonic() by which the current scrape must be done (set by the collector), or None
+        self.deadline = None
+        #: last run time of each command in seconds, for daskhpc_batch_command_duration_seconds
+        self.durations = {}
+
+    def command_path(self, name):
+        if self.bin_dir:
+            return os.path.join(self.bin_dir, name)
+        return shutil.which(name) or name
+
+    def run(self, name, *args):
+        """Standard output of one scheduler command, within the timeout and the scrape's budget."""
+        started = time.monotonic()
+        try:
+            return self.runner([self.command_path(name), *args])
+        finally:
+            self.durations[name] = time.monotonic() - started
+
+    def runner(self, argv):
+        """Runs argv (sources may replace it, e.g. with recorded output in tests)."""
+        timeout = self.timeout
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+        name = os.path.basename(argv[0])
+        if timeout <= 0:
+            raise BatchSystemError("%s not run: the scrape's time budget is spent" % name, "budget")
+        rc, out, err = command.run(argv, timeout)
+        if rc == command.TIMED_OUT:
+            raise BatchSystemError("%s gave no answer within %.1fs (killed)" % (name, timeout), "timeout")
+        if rc == command.NOT_FOUND:
+            raise BatchSystemError("%s not found: install the scheduler's client commands or set the bin dir"
+                                   % argv[0], "not_found")
+        if rc != 0:
+            raise BatchSystemError("%s exited %d: %s" % (name, rc, (err or out).strip()[:500]), "failed")
+        return out
 
     @abc.abstractmethod
     def read_state(self) -> ClusterState:

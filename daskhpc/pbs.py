@@ -12,12 +12,11 @@ node's jobs as an array of job ids (``/slot`` suffixes removed).
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from daskhpc import batch
 from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, JobState
 from daskhpc.model.pbs import PbsError, loads_pbs_json, time_seconds
 
@@ -210,6 +209,9 @@ class PbsBatch(BatchSystem):
     """
 
     name = "pbs"
+    # PBS_DEFAULT/PBS_SERVER/PBS_CONF_FILE pick another server, PBS_DPREFIX changes which lines are
+    # directives (the script's #PBS lines would be ignored), PBS_ACCOUNT the account: none may reach qsub.
+    environment_prefixes = ("PBS_",)
 
     def __init__(self, qstat="qstat"):
         self.qstat = qstat
@@ -232,25 +234,16 @@ class PbsBatch(BatchSystem):
         if not job_ids:
             return {}
         command = self.query_command(job_ids)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        except FileNotFoundError as exc:
-            raise BatchError("%s not found: is the PBS client installed here?" % command[0]) from exc
-        out, err = await proc.communicate()
-        text, errors = out.decode(), err.decode()
+        returncode, text, errors = await batch.run_command(command, env=self.command_environment())
         # qstat still prints the jobs it knows when some ids are unknown (purged from history):
         # those are simply absent, and the cluster replaces them after a few polls.
-        if proc.returncode != 0 and not text.strip().startswith("{"):
+        if returncode != 0 and not text.strip().startswith("{"):
             unknown_only = errors and all("Unknown Job Id" in line or not line.strip()
                                           for line in errors.splitlines())
             if not unknown_only:
-                raise BatchError("%s failed (exit %d): %s" % (" ".join(command), proc.returncode, errors.strip()))
+                raise BatchError("%s failed (exit %d): %s" % (" ".join(command), returncode, errors.strip()))
         states = self.parse_query(text)
         return {j: states[j] for j in job_ids if j in states}
-
-    def submit_environment(self):
-        return dict(os.environ)
 
 
 # Pending reasons in the exporter's shared vocabulary (SLURM's names where the meaning is the same).

@@ -5,12 +5,14 @@
 
 * ``#PBS -q <burst queue>`` and ``#PBS -A <burst account>``: the queue's ACLs and limits are the real
   guard; ``queue=``, ``account=``/``project=`` and directives ``-q``, ``-A``, ``-P``, ``-W group_list``
-  are refused;
+  are refused (also bundled, e.g. ``-hq prod``), and qsub runs without ``PBS_*`` variables;
 * ``#PBS -r y``: jobs are rerunnable, so the scheduler's ``preempt_order`` R requeues them (``-r n`` is
   refused);
 * ``#PBS -l walltime=`` within the burst queue's ``resources_max.walltime``; ``-l walltime``,
   ``-l select``, ``-l place`` and ``-l preempt_targets`` in extra directives are refused (cores, memory
-  and walltime go through the keyword arguments, which the policy checks), and so is ``resource_spec``.
+  and walltime go through the keyword arguments, which the policy checks), and so is ``resource_spec``;
+* ``#PBS -o <dir>/`` and ``#PBS -e <dir>/``: the user's private log directory (``-o``/``-e`` and job
+  arrays ``-J`` are refused).
 
 On preemption PBS's MoM sends SIGTERM, waits the queue's ``kill_delay`` (the site model's grace time) and
 sends SIGKILL; ``daskhpc.worker`` retires gracefully on SIGTERM, then the job is requeued and the
@@ -19,16 +21,17 @@ cluster's job-state sync (``PbsBatch``) sees it queued again.
 
 from __future__ import annotations
 
-import shlex
+from dask_jobqueue.pbs import PBSCluster, PBSJob, pbs_format_bytes_ceil
 
-from dask_jobqueue.pbs import PBSCluster, PBSJob
-
-from daskhpc.cluster import BurstClusterBase, BurstJobMixin, PolicyError
+from daskhpc.cluster import BurstClusterBase, BurstJobMixin, PolicyError, directive_tokens
 from daskhpc.model.pbs import format_time
 from daskhpc.pbs import PbsBatch
 
 # qsub options that would move a job out of the burst policy -> what they change
-REFUSED_FLAGS = {"-q": "queue", "-A": "account", "-P": "project", "-r": "rerunnable flag (must stay y)"}
+REFUSED_FLAGS = {"-q": "queue", "-A": "account", "-P": "project", "-r": "rerunnable flag (must stay y)",
+                 "-o": "log files", "-e": "log files", "-J": "number of jobs (job array)"}
+# qsub's short options without an argument: in a bundle such as -hq prod the next letter is an option.
+FLAG_LETTERS = "hIVzXf"
 # -l resources the policy sets itself
 REFUSED_RESOURCES = {"walltime": "walltime (use walltime=)", "select": "chunk request (use cores= and memory=)",
                      "place": "placement", "preempt_targets": "preemption targets", "nodes": "node request"}
@@ -43,33 +46,32 @@ def refused_pbs_directive(line):
         if not text.startswith("#PBS"):
             return None
         text = text[len("#PBS"):]
-    try:
-        tokens = shlex.split(text)
-    except ValueError:
-        tokens = text.split()
+    tokens = directive_tokens(text)
     for index, token in enumerate(tokens):
-        following = tokens[index + 1] if index + 1 < len(tokens) else ""
-        flag, attached = token[:2], token[2:]
         if not token.startswith("-") or token.startswith("--"):
             continue
-        if flag in REFUSED_FLAGS:
-            return REFUSED_FLAGS[flag]
-        if flag in ("-l", "-W"):
-            spec = attached or following
-            table = REFUSED_RESOURCES if flag == "-l" else REFUSED_W
-            for item in spec.split(","):
-                name = item.split("=", 1)[0].strip()
-                if name in table:
-                    return table[name]
+        for position, letter in enumerate(token[1:], start=2):  # bundles: -hq prod
+            flag = "-" + letter
+            if flag in REFUSED_FLAGS:
+                return REFUSED_FLAGS[flag]
+            if flag in ("-l", "-W"):
+                spec = token[position:] or (tokens[index + 1] if index + 1 < len(tokens) else "")
+                table = REFUSED_RESOURCES if flag == "-l" else REFUSED_W
+                for item in spec.split(","):
+                    name = item.split("=", 1)[0].strip()
+                    if name in table:
+                        return table[name]
+            if letter not in FLAG_LETTERS:
+                break  # an option with an argument: the rest of the token is its value
     return None
 
 
 class BurstPBSJob(BurstJobMixin, PBSJob):
     batch_cls = PbsBatch
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, burst_rules, **kwargs):
         super().__init__(*args, **kwargs)
-        self._burst_init()
+        self._burst_init(burst_rules)
 
 
 class PBSBurstCluster(BurstClusterBase, PBSCluster):
@@ -78,40 +80,18 @@ class PBSBurstCluster(BurstClusterBase, PBSCluster):
     job_cls = BurstPBSJob
     batch_cls = PbsBatch
     directive_prefix = "#PBS"
-    policy_options = {"-q": "queue", "-A": "account", "-P": "project"}
 
-    def __init__(self, workers=0, *, job_extra_directives=None, job_script_prologue=None, **kwargs):
+    def __init__(self, workers=0, **kwargs):
         if kwargs.get("resource_spec") is not None:
             raise PolicyError("resource_spec=%r: burst jobs request one chunk built from cores= and memory=, "
                               "which the site's burst policy checks. Remove resource_spec." % kwargs["resource_spec"])
         kwargs.pop("resource_spec", None)
-        for where, lines in (("job_extra_directives", job_extra_directives),
-                             ("job_script_prologue", job_script_prologue)):
-            for line in lines or []:
-                if where == "job_script_prologue" and not str(line).strip().startswith("#"):
-                    continue  # a command, not a directive
-                what = refused_pbs_directive(line)
-                if what:
-                    raise PolicyError("%s %r would change the %s: burst jobs always run in queue %s with "
-                                      "account %s, rerunnable, within the burst walltime (the site's burst "
-                                      "policy). Remove it." % (where, str(line), what, self._site_queue(kwargs),
-                                                               self._site_account(kwargs)))
-        super().__init__(workers, job_extra_directives=job_extra_directives,
-                         job_script_prologue=job_script_prologue, **kwargs)
+        super().__init__(workers, **kwargs)
 
-    @staticmethod
-    def _site_queue(kwargs):
-        from daskhpc import config as site
+    def refused_field(self, text):
+        return refused_pbs_directive(text)
 
-        return (kwargs.get("config") or site.site_config()).get("partition")
-
-    @staticmethod
-    def _site_account(kwargs):
-        from daskhpc import config as site
-
-        return (kwargs.get("config") or site.site_config()).get("account")
-
-    def policy_job_kwargs(self, walltime_minutes, signal_margin, job_extra_directives):
+    def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
         policy = self.policy
         # PBS has no --signal: workers retire before walltime through --lifetime (set by the base
         # class), and on preemption MoM's SIGTERM (kill_delay before SIGKILL) makes them retire.
@@ -119,9 +99,12 @@ class PBSBurstCluster(BurstClusterBase, PBSCluster):
             "queue": policy.partition,
             "account": policy.account,
             "walltime": format_time(int(round(walltime_minutes * 60))),
-            "job_extra_directives": ["-r y"] + job_extra_directives,
+            # Given here so that dask-jobqueue's jobqueue.pbs.resource-spec setting cannot apply.
+            "resource_spec": "select=1:ncpus=%d:mem=%s" % (cores, pbs_format_bytes_ceil(memory)),
+            # Rerunnable, and logs in the user's private directory, never the working directory.
+            "job_extra_directives": ["-r y", "-o %s/" % log_directory, "-e %s/" % log_directory],
         }
 
-    def policy_directive_lines(self, job_kwargs):
+    def policy_directive_lines(self, job_kwargs, cores, memory):
         return ["#PBS -q %s" % job_kwargs["queue"], "#PBS -A %s" % job_kwargs["account"],
-                "#PBS -l walltime=%s" % job_kwargs["walltime"]]
+                "#PBS -l %s" % job_kwargs["resource_spec"], "#PBS -l walltime=%s" % job_kwargs["walltime"]]

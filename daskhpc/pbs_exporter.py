@@ -24,9 +24,6 @@ Mapping onto the exporter's shared vocabulary (``daskhpc/exporter_source.py``):
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 
 from daskhpc.batch import BatchError
@@ -87,39 +84,14 @@ class PbsSource(BatchSource):
 
     def __init__(self, config, runner=None, clock=time.time):
         super().__init__(config)
-        self.runner = runner or self._run
+        if runner is not None:
+            self.runner = runner
         self.clock = clock
         self.bin_dir = config.get("pbs_bin_dir") or config.get("slurm_bin_dir") or ""
-        self.timeout = float(config.get("command_timeout_seconds", 30))
         self.burst_queues = set(config.get("burst_partitions") or [])
         self.configured_queues = list(config.get("production_partitions") or []) + sorted(self.burst_queues)
         self.last_running = {}   # job id -> run_count of burst jobs seen running
         self.events = []
-        self.durations = {}
-
-    def _command(self, name):
-        if self.bin_dir:
-            return os.path.join(self.bin_dir, name)
-        return shutil.which(name) or name
-
-    def _run(self, argv):
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, check=False)
-        except FileNotFoundError as exc:
-            raise BatchSystemError("%s not found: install the PBS client or set pbs_bin_dir" % argv[0]) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise BatchSystemError("%s gave no answer within %ss" % (" ".join(argv), self.timeout)) from exc
-        if proc.returncode != 0:
-            raise BatchSystemError("%s failed (exit %d): %s" % (" ".join(argv), proc.returncode,
-                                                                 proc.stderr.strip()))
-        return proc.stdout
-
-    def run(self, name, *args):
-        started = time.monotonic()
-        try:
-            return self.runner([self._command(name)] + list(args))
-        finally:
-            self.durations[name] = time.monotonic() - started
 
     def read_state(self):
         try:
@@ -127,7 +99,7 @@ class PbsSource(BatchSource):
             nodes = parse_pbsnodes(self.run("pbsnodes", "-av", "-F", "json"))
             queues = parse_qstat_queues(self.run("qstat", "-Qf", "-F", "json"))
         except (BatchError, ValueError) as exc:
-            raise BatchSystemError(str(exc)) from exc
+            raise BatchSystemError(str(exc), "bad_output") from exc
         self._note_requeues(jobs)
         return cluster_state(nodes, jobs, queues, self.configured_queues)
 

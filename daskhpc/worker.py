@@ -13,6 +13,11 @@ into job scripts) and differs in two ways that matter on a preemptible partition
 Workers run without a nanny: the job is the restart unit (requeued by the
 batch system, replaced by ``BurstCluster``), and a nanny would close the worker
 on SIGTERM before it could hand its data off.
+
+It fails closed: where the site file says TLS is required, a worker without a
+TLS scheduler address and credential refuses to start, and its TLS is always
+bound to its own user (``daskhpc.security``), never the stock chain-only check.
+A worker whose parent (the job step) disappears retires by itself.
 """
 
 from __future__ import annotations
@@ -23,13 +28,25 @@ import logging
 import os
 import signal
 import sys
+import time
 
 # Imported before forking, on purpose: the forked workers share it.
 import distributed  # noqa: F401
 from dask.utils import parse_timedelta
-from distributed import Security, Worker
+from distributed import Worker
+from distributed.core import Status
+
+from daskhpc import config as site
+from daskhpc.security import worker_security
 
 logger = logging.getLogger("daskhpc.worker")
+
+# How often a worker checks that the process that started it (the job step) is still its parent.
+PARENT_CHECK_INTERVAL = 5.0
+
+
+class WorkerPolicyError(RuntimeError):
+    """The worker's command line does not meet the site's policy; it must not start."""
 
 
 def parse_args(argv):
@@ -79,17 +96,34 @@ def worker_kwargs(args, name):
         pairs = (item.split("=") for item in args.resources.replace(",", " ").split())
         kwargs["resources"] = {key: float(value) for key, value in pairs}
     if args.tls_cert or args.tls_ca_file:
+        # Always bound to this process's user: there is no chain-only fallback.
         kwargs["security"] = worker_security(args.tls_ca_file, args.tls_cert, args.tls_key)
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def worker_security(ca_file, cert, key):
-    """The site's identity-bound TLS (only the cluster owner's certificate is accepted), else plain TLS."""
-    try:
-        from daskhpc.security import worker_security as identity_security
-    except ImportError:
-        return Security(tls_ca_file=ca_file, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
-    return identity_security(ca_file, cert, key)
+def check_tls_policy(args, policy=None):
+    """Raise WorkerPolicyError when the site requires TLS and the command line would not use it."""
+    policy = site.policy() if policy is None else policy
+    if site.tls_mode(policy) != "required":
+        return
+    missing = [option for option, value in (("--tls-ca-file", args.tls_ca_file), ("--tls-cert", args.tls_cert),
+                                            ("--tls-key", args.tls_key)) if not value]
+    if missing or not args.scheduler.startswith("tls://") or (args.protocol and not args.protocol.startswith("tls")):
+        raise WorkerPolicyError(
+            "the site requires TLS (tls.mode: required in %s), but this worker would connect to %s%s. Not "
+            "starting. Fix: start workers through BurstCluster, which passes the scheduler's tls:// address and "
+            "your credential" % (site.SITE_FILE, args.scheduler,
+                                 " without %s" % ", ".join(missing) if missing else ""))
+
+
+async def watch_parent(worker, parent, interval=PARENT_CHECK_INTERVAL):
+    """Close ``worker`` once this process's parent (the job step) is gone: it would be a worker outside any job."""
+    while worker.status not in (Status.closing, Status.closed, Status.failed):
+        if os.getppid() != parent:
+            logger.warning("the process that started this worker (pid %d) is gone: closing", parent)
+            await worker.close(reason="the job step that started the worker is gone")
+            return
+        await asyncio.sleep(interval)
 
 
 async def retire(worker, grace_time):
@@ -102,7 +136,7 @@ async def retire(worker, grace_time):
         await worker.close(reason="SIGTERM: graceful retirement failed")
 
 
-async def run_worker(args, name):
+async def run_worker(args, name, parent):
     worker = Worker(args.scheduler, **worker_kwargs(args, name))
     loop = asyncio.get_running_loop()
     retiring = []
@@ -115,22 +149,27 @@ async def run_worker(args, name):
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await worker
+    watchdog = asyncio.ensure_future(watch_parent(worker, parent))
     await worker.finished()
+    watchdog.cancel()
     if retiring:
         await retiring[0]
     return 0
 
 
-def _run_one(args, name):
+def _run_one(args, name, parent):
     try:
-        return asyncio.run(run_worker(args, name))
+        return asyncio.run(run_worker(args, name, parent))
     except Exception:
         logger.exception("worker %s failed", name)
         return 1
 
 
-def _supervise(children):
-    """Forward SIGTERM/SIGINT to the forked workers (``--signal=B:`` reaches only this process) and wait."""
+def _supervise(children, parent):
+    """Forward SIGTERM/SIGINT to the forked workers (``--signal=B:`` reaches only this process) and wait.
+
+    If this process's own parent (the job step) goes, the workers are told to retire as on SIGTERM.
+    """
 
     def forward(signum, _frame):
         for pid in children:
@@ -143,11 +182,19 @@ def _supervise(children):
     signal.signal(signal.SIGINT, forward)
     status = 0
     remaining = set(children)
+    orphaned = False
     while remaining:
         try:
-            pid, code = os.wait()
+            pid, code = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
+        if pid == 0:
+            if not orphaned and os.getppid() != parent:
+                orphaned = True
+                logger.warning("the process that started these workers (pid %d) is gone: retiring them", parent)
+                forward(signal.SIGTERM, None)
+            time.sleep(0.5)
+            continue
         remaining.discard(pid)
         status = status or os.waitstatus_to_exitcode(code)
     return status
@@ -156,15 +203,21 @@ def _supervise(children):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        check_tls_policy(args)
+    except (WorkerPolicyError, site.NotConfigured) as exc:
+        logger.error("%s", exc)
+        return 2
+    parent = os.getppid()
     if args.nworkers <= 1:
-        return _run_one(args, args.name)
+        return _run_one(args, args.name, parent)
     children = []
     for index in range(args.nworkers):
         pid = os.fork()
-        if pid == 0:  # child: one worker, named like `dask worker --nworkers` names them
-            os._exit(_run_one(args, "%s-%d" % (args.name, index)))
+        if pid == 0:  # child: one worker, named like `dask worker --nworkers` names them; its parent is us
+            os._exit(_run_one(args, "%s-%d" % (args.name, index), os.getppid()))
         children.append(pid)
-    return _supervise(children)
+    return _supervise(children, parent)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,15 @@
 
 Imported while the worker (or nanny) is being constructed, before it listens or
 connects, it binds every TLS context of the process to the user running it, who on a
-batch system is the user who submitted the job, i.e. the cluster's owner. Set Dask
-config ``daskhpc.tls.owner`` only for tests.
+batch system is the user who submitted the job, i.e. the cluster's owner. There is no
+setting to name another owner: a worker only ever trusts its own user.
 """
 
 from __future__ import annotations
 
-import dask
-
 from daskhpc.security import install_process_binding
 
-OWNER = install_process_binding(owner=dask.config.get("daskhpc.tls.owner", default=None))
+OWNER = install_process_binding()
 
 
 def dask_setup(server):

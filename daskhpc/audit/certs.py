@@ -4,23 +4,17 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+# Serials in the CA's one format (upper-case hex), as the ledger's reader (pki.parse_ledger) keys them.
+from daskhpc.model.pki import ledger_serial
+
 EXPIRING_DAYS = 30
 MIN_RSA_BITS = 2048
 WEAK_HASHES = ("md5", "sha1")
-
-
-def norm_serial(value):
-    """Serials as lower-case hex without separators, whatever the ledger wrote."""
-    if isinstance(value, int):
-        return "%x" % value
-    text = str(value or "").strip().lower().replace(":", "")
-    return text[2:] if text.startswith("0x") else text
 
 
 def parse_time(value):
@@ -71,26 +65,6 @@ def classify(not_before, not_after, revoked_at, as_of):
     if not_after and (not_after - as_of).total_seconds() < EXPIRING_DAYS * 86400:
         return "expiring"
     return "valid"
-
-
-def read_ledger(text):
-    """Ledger entries merged by serial (a revocation may be a later line); and the lines it could not read."""
-    entries, problems = {}, []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            serial = norm_serial(record["serial"])
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append("ledger line %d: %s" % (number, exc))
-            continue
-        entry = entries.setdefault(serial, {})
-        for key, value in record.items():
-            if value not in (None, "") or key not in entry:
-                entry[key] = value
-        entry["serial"] = serial
-    return entries, problems
 
 
 def ledger_certificates(entries, as_of):
@@ -156,7 +130,7 @@ def file_certificates(host, files, ledger_entries, as_of):
             problems.append("%s:%s: not a certificate (%s)" % (host, path, exc))
             continue
         for index, cert in enumerate(certs):
-            serial = norm_serial(cert.serial_number)
+            serial = ledger_serial(cert.serial_number)
             entry = ledger_entries.get(serial, {})
             family, bits = _key_info(cert)
             sig = cert.signature_hash_algorithm

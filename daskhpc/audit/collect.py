@@ -21,6 +21,7 @@ from daskhpc.audit import findings as findmod
 from daskhpc.audit import licences as licmod
 from daskhpc.audit import parse, probe
 from daskhpc.model import site_model
+from daskhpc.model.pki import parse_ledger
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_ID = "https://onprem.daskhpc/schemas/audit/report-v1.json"
@@ -321,7 +322,8 @@ def _mismatch(part, user, kind, detail):
 
 def certificates_section(ledger_text, host_facts, as_of, sources):
     ledger_text = sources.take("ca_ledger", ledger_text)
-    entries, problems = certmod.read_ledger(ledger_text) if ledger_text is not None else ({}, [])
+    entries, problems = parse_ledger(ledger_text) if ledger_text is not None else ({}, [])
+    problems = ["ledger %s" % p for p in problems]
     rows = certmod.ledger_certificates(entries, as_of)
     for host in sorted(host_facts):
         facts = host_facts[host]

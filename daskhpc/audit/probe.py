@@ -23,6 +23,7 @@ import os
 import platform
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -88,35 +89,95 @@ def os_release():
         return platform.platform()
 
 
-def tls_dirs(base_dir="/etc/daskhpc/tls"):
-    """The site TLS directory and every user's ~/.daskhpc/tls that exists."""
-    dirs = [base_dir]
-    homes = set()
+# The probe runs as root and reads users' ~/.daskhpc/tls, which the users control: directories are
+# opened without following symlinks and must belong to the home's owner, files are opened through
+# the directory's descriptor, never followed, never a FIFO (O_NONBLOCK), and must belong to that
+# owner too. (This file runs alone on each host, so it cannot import module_utils/safepath.py.)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+USER_TLS = (".daskhpc", "tls")
+
+
+def homes():
+    found = set(glob.glob("/home/*"))
     try:
-        homes.update(entry.pw_dir for entry in pwd.getpwall())
+        found.update(entry.pw_dir for entry in pwd.getpwall() if entry.pw_dir)
     except OSError:
         pass
-    homes.update(glob.glob("/home/*"))
-    for home in sorted(homes):
-        path = os.path.join(home or "/nonexistent", ".daskhpc", "tls")
-        if os.path.isdir(path):
-            dirs.append(path)
-    return dirs
+    return sorted(found)
 
 
-def scan_certificates(dirs):
-    """PEM text of every certificate file (never a key) in the given directories."""
-    found = []
-    for directory in dirs:
-        for path in sorted(glob.glob(os.path.join(directory, "*.pem")) + glob.glob(os.path.join(directory, "*.crt"))):
+def _open_user_tls(home):
+    """(fd, owner) of home/.daskhpc/tls; None when absent; raises OSError when it is not safe to read."""
+    try:
+        fd = os.open(home, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    owner = os.fstat(fd).st_uid
+    try:
+        for name in USER_TLS:
             try:
-                with open(path, encoding="ascii", errors="replace") as handle:
-                    text = handle.read(1 << 20)
-            except OSError as exc:
-                found.append({"path": path, "error": str(exc)})
-                continue
-            if "BEGIN CERTIFICATE" in text and "PRIVATE KEY" not in text:
-                found.append({"path": path, "pem": text})
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                os.close(fd)
+                return None
+            os.close(fd)
+            fd = child
+            if os.fstat(fd).st_uid != owner:
+                raise PermissionError("%s is not owned by uid %d" % (name, owner))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, owner
+
+
+def _scan_fd(fd, directory, owner):
+    found = []
+    for name in sorted(os.listdir(fd)):
+        if not name.endswith((".pem", ".crt")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            file_fd = os.open(name, _FILE_FLAGS, dir_fd=fd)
+            with os.fdopen(file_fd, "rb") as handle:
+                st = os.fstat(file_fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise PermissionError("not a regular file")
+                if owner is not None and st.st_uid != owner:  # in a user's directory: a link to root's?
+                    raise PermissionError("owned by uid %d, not by uid %d" % (st.st_uid, owner))
+                text = handle.read(1 << 20).decode("ascii", "replace")
+        except OSError as exc:
+            found.append({"path": path, "error": str(exc)})
+            continue
+        if "BEGIN CERTIFICATE" in text and "PRIVATE KEY" not in text:
+            found.append({"path": path, "pem": text})
+    return found
+
+
+def scan_certificates(base_dir="/etc/daskhpc/tls", user_homes=None):
+    """PEM text of every certificate file (never a key) in the site TLS directory and users' ~/.daskhpc/tls."""
+    found = []
+    try:
+        fd = os.open(base_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # root's own directory
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            found += _scan_fd(fd, base_dir, None)  # services own their files here
+        finally:
+            os.close(fd)
+    for home in homes() if user_homes is None else user_homes:
+        directory = os.path.join(home, *USER_TLS)
+        try:
+            opened = _open_user_tls(home)
+        except OSError as exc:
+            found.append({"path": directory, "error": "not read: %s" % (exc.strerror or exc)})
+            continue
+        if opened:
+            try:
+                found += _scan_fd(opened[0], directory, opened[1])
+            finally:
+                os.close(opened[0])
     return found
 
 
@@ -130,7 +191,7 @@ def host_facts(python=None, tls_dir="/etc/daskhpc/tls"):
             "slapd": _slapd_version(),
             "python": platform.python_version(),
         },
-        "certificates": scan_certificates(tls_dirs(tls_dir)),
+        "certificates": scan_certificates(tls_dir),
     }
     if python:
         out = run([python, "-c", DASK_VERSION_SCRIPT])
@@ -199,7 +260,7 @@ def directory_facts(groups, users):
     """Members of each group and which users exist (the members and `users`), through the name service."""
     out = {"source": "getent", "groups": {}, "users": {}}
     for group in sorted(set(groups)):
-        text = run(["getent", "group", group])
+        text = run(["getent", "group", "--", group])  # "--": names are data, never options
         if isinstance(text, dict):
             out["groups"][group] = None  # not found
             continue
@@ -207,7 +268,7 @@ def directory_facts(groups, users):
         out["groups"][group] = sorted(m for m in (fields[3].split(",") if len(fields) > 3 else []) if m)
     users = set(users) | {m for members in out["groups"].values() for m in (members or [])}
     for user in sorted(users):
-        out["users"][user] = not isinstance(run(["getent", "passwd", user]), dict)
+        out["users"][user] = not isinstance(run(["getent", "passwd", "--", user]), dict)
     return out
 
 

@@ -25,8 +25,13 @@ def _model(site):
 
 def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0", min_interval_seconds=10,
                             slow_interval_seconds=60, slurm_bin_dir=""):
-    """The exporter's YAML configuration (see daskhpc/exporter.py)."""
+    """The exporter's YAML configuration (see daskhpc/exporter.py).
+
+    A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
+    if that is shorter), so the exporter's budget is 80 % of that and one command may take 5/8 of it.
+    """
     model = _model(site)
+    budget = round(0.8 * min(10, _seconds(str(model["metrics"]["scrape_interval"]))), 1)
     return {
         "site": model["name"],
         "scheduler": model["scheduler"],
@@ -40,16 +45,30 @@ def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0",
         "burst_max_cores": model["burst"]["max_cores"],
         "ledger_path": ledger_path or os.path.join(model["ca"]["dir"], "ledger.jsonl"),
         "slurm_bin_dir": slurm_bin_dir,
+        "scrape_budget_seconds": budget,
+        "command_timeout_seconds": round(budget * 5 / 8, 1),
     }
 
 
-def metrics_prometheus_config(site, exporter_hosts, rule_files, alertmanagers=None, prometheus_host="localhost"):
-    """prometheus.yml as a mapping: the exporter, Prometheus itself, and file_sd for Dask schedulers."""
+DISCOVERY_TLS = {
+    "ca_file": "/etc/daskhpc/tls/ca.pem",
+    "cert_file": "/etc/daskhpc/tls/prometheus.pem",
+    "key_file": "/etc/daskhpc/tls/prometheus.key",
+}
+
+
+def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
+                              prometheus_host="localhost", discovery_tls=None):
+    """prometheus.yml as a mapping: the exporter, Prometheus itself, and the Dask schedulers that each
+    login host's discovery service lists (http_sd over mutual TLS, Prometheus's own service certificate)."""
     model = _model(site)
     metrics = model["metrics"]
     if not exporter_hosts:
         raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the SLURM controller "
                                  "(where the slurm_exporter role runs) in the inventory group slurm_controller")
+    if not login_hosts:
+        raise AnsibleFilterError("metrics_prometheus_config: no login host. Fix: put the hosts where users start "
+                                 "Dask clusters (where the dask_discovery role runs) in the inventory group login")
     config = {
         "global": {
             "scrape_interval": metrics["scrape_interval"],
@@ -70,10 +89,14 @@ def metrics_prometheus_config(site, exporter_hosts, rule_files, alertmanagers=No
                 }],
             },
             {
-                # One file per live Dask scheduler, written by daskhpc.discovery; Dask serves
-                # its own /metrics on the dashboard port.
+                # Each login host's discovery service lists its live schedulers, labelled with their
+                # owners; Dask serves its own /metrics on the dashboard port (plain HTTP for now).
                 "job_name": "dask",
-                "file_sd_configs": [{"files": [os.path.join(metrics["dask_targets_dir"], "*.json")]}],
+                "http_sd_configs": [{
+                    "url": "https://%s:%d/targets" % (host, metrics["discovery_port"]),
+                    "refresh_interval": metrics["scrape_interval"],
+                    "tls_config": dict(discovery_tls or DISCOVERY_TLS),
+                } for host in login_hosts],
             },
         ],
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names, site_model
 
 
 def _model(site):
@@ -35,17 +35,43 @@ def pki_burst_groups(site):
     return groups
 
 
-def pki_user_requests(getent_results, tls_subdir=".daskhpc/tls"):
-    """certificate_batch items from a looped ``ansible.builtin.getent`` (database passwd, one user per item).
+def _min_uid(min_uid):
+    try:
+        min_uid = int(min_uid)
+        account_names.check_settings(min_uid)
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError("%s. Fix: leave user_credentials_min_uid at 1000 or more" % exc) from None
+    return min_uid
 
-    Users getent did not find are left out (the role reports them).
-    """
-    items = []
+
+def pki_account_names(users, min_uid=account_names.MIN_UID):
+    """``{"accepted": [...], "refused": [{"name", "reason"}]}`` for names from the directory, checked
+    before they reach getent, a path or a certificate (module_utils/account_names.py). The uid is
+    checked later, on the CA host (pki_user_requests), where getent knows it."""
+    accepted, refused = account_names.split(users, min_uid=_min_uid(min_uid), lookup=False)
+    return {"accepted": accepted, "refused": refused}
+
+
+def _accounts(getent_results, min_uid):
+    """(name, passwd fields, refusal) for each user a looped getent found."""
     for result in getent_results:
         entry = (result.get("ansible_facts") or {}).get("getent_passwd") or {}
-        uid_name = result.get("item")
-        fields = entry.get(uid_name)
-        if not fields:
+        name = result.get("item")
+        fields = entry.get(name)
+        if fields:
+            yield name, fields, account_names.refusal(name, fields[1], min_uid=_min_uid(min_uid), lookup=False)
+
+
+def pki_user_requests(getent_results, tls_subdir=".daskhpc/tls", min_uid=account_names.MIN_UID):
+    """certificate_batch items from a looped ``ansible.builtin.getent`` (database passwd, one user per item).
+
+    Users getent did not find are left out (the role reports them), and so are refused ones
+    (pki_refused_users). Each item names the user's home, so the CA writes only inside it, through
+    directories the user owns (safepath.py).
+    """
+    items = []
+    for uid_name, fields, refused in _accounts(getent_results, min_uid):
+        if refused:
             continue
         _password, uid, gid, _gecos, home = fields[:5]
         directory = os.path.join(home, tls_subdir)
@@ -55,8 +81,15 @@ def pki_user_requests(getent_results, tls_subdir=".daskhpc/tls"):
             "subject": {"CN": uid_name},
             "owner": str(uid),
             "group": str(gid),
+            "home": home,
         })
     return items
+
+
+def pki_refused_users(getent_results, min_uid=account_names.MIN_UID):
+    """``[{"name", "reason"}]`` for users getent found but pki_user_requests leaves out (system uids)."""
+    return [{"name": name, "reason": refused} for name, _fields, refused in _accounts(getent_results, min_uid)
+            if refused]
 
 
 def pki_missing_users(getent_results):
@@ -94,7 +127,9 @@ class FilterModule:
         return {
             "pki_ca": pki_ca,
             "pki_burst_groups": pki_burst_groups,
+            "pki_account_names": pki_account_names,
             "pki_user_requests": pki_user_requests,
+            "pki_refused_users": pki_refused_users,
             "pki_missing_users": pki_missing_users,
             "pki_staging_requests": pki_staging_requests,
         }

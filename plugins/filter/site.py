@@ -31,10 +31,6 @@ def slurm_burst_qos(site):
     return site_model.burst_qos(_model(site))
 
 
-def slurm_emulated_nodes(site, hostname=None):
-    return site_model.emulated_nodes(_model(site), hostname)
-
-
 def slurm_line(fields):
     """One slurm.conf line from an ordered mapping: `Key=value Key=value`."""
     return " ".join("%s=%s" % (key, value) for key, value in fields.items())
@@ -47,6 +43,5 @@ class FilterModule:
             "slurm_nodes": slurm_nodes,
             "slurm_partitions": slurm_partitions,
             "slurm_burst_qos": slurm_burst_qos,
-            "slurm_emulated_nodes": slurm_emulated_nodes,
             "slurm_line": slurm_line,
         }

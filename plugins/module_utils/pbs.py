@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import re
 
+from . import command
+
 # --- errors and the command runner ------------------------------------------------------------------
 
 
@@ -36,50 +38,36 @@ class PbsError(ValueError):
 class CommandRunner:
     """Runs a PBS command; ``run(argv) -> (rc, stdout, stderr)``.
 
-    The Ansible modules pass one built on ``AnsibleModule.run_command``; the package uses
-    :class:`SubprocessRunner`; the tests pass recorded outputs.
+    The modules and the package use :class:`SubprocessRunner` (always with a timeout); the tests
+    pass recorded outputs.
     """
 
     def run(self, argv):  # pragma: no cover - interface
         raise NotImplementedError
 
 
-class ModuleRunner(CommandRunner):
-    """Runs commands through an AnsibleModule's run_command (what the pbs_* modules use)."""
+class SubprocessRunner(CommandRunner):
+    """Runs commands with a timeout (module_utils/command.py): what the pbs_* modules and the package use."""
 
-    def __init__(self, module):
-        self.module = module
+    def __init__(self, timeout=command.DEFAULT_TIMEOUT):
+        self.timeout = timeout
 
     def run(self, argv):
-        return self.module.run_command(argv)
+        return command.run(argv, self.timeout)
 
 
 # Options every qmgr-backed module takes.
 QMGR_ARGUMENT_SPEC = {
     "qmgr_path": {"type": "str", "default": "qmgr"},
     "server": {"type": "str"},
+    "command_timeout": {"type": "int", "default": command.DEFAULT_TIMEOUT},
 }
 
 
 def module_qmgr(module):
-    """The Qmgr a pbs_* module talks to, from its qmgr_path and server options."""
-    return Qmgr(ModuleRunner(module), module.params["qmgr_path"], module.params["server"])
-
-
-class SubprocessRunner(CommandRunner):
-    def __init__(self, timeout=60):
-        self.timeout = timeout
-
-    def run(self, argv):
-        import subprocess
-
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, check=False)
-        except FileNotFoundError:
-            return 127, "", "%s: command not found" % argv[0]
-        except subprocess.TimeoutExpired:
-            return 124, "", "%s timed out after %ss" % (" ".join(argv), self.timeout)
-        return proc.returncode, proc.stdout, proc.stderr
+    """The Qmgr a pbs_* module talks to, from its qmgr_path, server and command_timeout options."""
+    return Qmgr(SubprocessRunner(module.params["command_timeout"]), module.params["qmgr_path"],
+                module.params["server"])
 
 
 class Qmgr:
@@ -104,8 +92,8 @@ class Qmgr:
         return out
 
     def apply(self, commands):
-        for command in commands:
-            self.query(command)
+        for line in commands:
+            self.query(line)
 
     def print_server(self):
         return parse_print(self.query("print server"))

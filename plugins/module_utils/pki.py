@@ -28,7 +28,6 @@ import json
 import os
 import pwd
 import re
-import tempfile
 
 import cryptography
 from cryptography import x509
@@ -36,6 +35,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .safepath import PathRefused, open_dir
 
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096")
 PROFILES = ("host", "service", "user")
@@ -104,6 +105,19 @@ def isoformat(when):
 def serial_hex(serial):
     """Serials as upper-case hex, as `openssl x509 -serial` prints them."""
     return "%X" % serial
+
+
+def ledger_serial(value):
+    """The one serial format of the ledger and of everything that reads it: upper-case hex, no separators,
+    no leading zeros (``0x0a:bc``, ``0ABC`` and 2748 are all ``ABC``). ValueError when it is not a serial."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return serial_hex(value)
+    text = str(value if value is not None else "").strip().replace(":", "").upper()
+    if text.startswith("0X"):
+        text = text[2:]
+    if not re.fullmatch(r"[0-9A-F]+", text):
+        raise ValueError("serial %r is not hexadecimal" % (value,))
+    return serial_hex(int(text, 16))
 
 
 # --- keys ----------------------------------------------------------------------
@@ -242,61 +256,14 @@ def _common_name(name):
 # --- files -----------------------------------------------------------------------
 
 
-def backup_file(path):
-    """Copy ``path`` to ``path.<timestamp>~`` (Ansible's backup naming) and return the copy's path."""
-    if not os.path.exists(path):
-        return None
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")
-    dest = "%s.%d.%s~" % (path, os.getpid(), stamp)
-    with open(path, "rb") as src:
-        data = src.read()
-    st = os.stat(path)
-    atomic_write(dest, data, mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid)
-    return dest
-
-
 def atomic_write(path, data, *, mode=0o644, uid=None, gid=None, backup=False, fsync=True):
-    """Write through a temporary file in the same directory, then os.replace (never half-written).
-
-    Mode and owner are set on the temporary file before it becomes visible, so a key is
-    never readable by others, not even for a moment.
-    """
-    backup_path = backup_file(path) if backup else None
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
-    try:
-        os.fchmod(fd, mode)
-        if uid is not None or gid is not None:
-            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if fsync:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return backup_path
-
-
-def ensure_dirs(path, mode=0o700, uid=None, gid=None):
-    """Create the missing directories of ``path`` with mode/owner; existing ones are left alone."""
-    missing = []
-    current = os.path.abspath(path)
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    for directory in reversed(missing):
-        os.mkdir(directory, mode)
-        os.chmod(directory, mode)  # umask must not weaken it
-        if uid is not None or gid is not None:
-            os.chown(directory, -1 if uid is None else uid, -1 if gid is None else gid)
-    return missing
+    """Write the CA's own files (root's, in root's directories) through safepath, never half-written."""
+    with open_dir(os.path.dirname(os.path.abspath(path))) as directory:
+        return directory.write(os.path.basename(path), data, mode, uid=uid, gid=gid, fsync=fsync, backup=backup)
 
 
 def read_file(path):
+    """One of the CA's own files (root's, in root's directory); users' files go through safepath."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -421,7 +388,7 @@ def ensure_ca(ca_dir, name, passphrase, *, key_type="ecdsa-p256", root_days=3650
     paths = ca_paths(ca_dir)
     actions = plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days, now)
     if actions and not check_mode:
-        ensure_dirs(ca_dir, 0o700)
+        open_dir(ca_dir, create=True, mode=0o700).close()
         kinds = {a for a, _ in actions}
         if "root" in kinds:
             root_key = generate_key(key_type)
@@ -575,7 +542,7 @@ def normalise_request(req, defaults=None):
 def plan_leaf(req, ca, now=None):
     """Decide whether a leaf must be (re-)issued. Returns (reasons, existing_key, existing_cert)."""
     now = now or utcnow()
-    key_pem, cert_pem = read_file(req["privatekey_path"]), read_file(req["path"])
+    key_pem, cert_pem = read_leaf(req, req["privatekey_path"]), read_leaf(req, req["path"])
     key = cert = None
     reasons = []
     if key_pem is not None:
@@ -619,29 +586,33 @@ def describe_cert(cert):
             "sans": cert_sans(cert), "not_after": isoformat(cert.not_valid_after_utc)}
 
 
-def fix_ownership(req):
-    """Make existing files' modes/owners right (returns True if anything changed)."""
+def leaf_dir(req, path, create=False):
+    """The directory of one of a request's files, reached safely (plugins/module_utils/safepath.py).
+
+    A request with ``home`` (a user's credential) is confined to that home, which must be the
+    owner's own directory, and to directories the owner owns below it.
+    """
+    return open_dir(os.path.dirname(path), req.get("uid"), home=req.get("home"), create=create,
+                    mode=req.get("dir_mode", 0o700), gid=req.get("gid"))
+
+
+def read_leaf(req, path):
+    """A request's existing key or certificate, None when it (or its directory) does not exist."""
+    try:
+        with leaf_dir(req, path) as directory:
+            return directory.read(os.path.basename(path))
+    except FileNotFoundError:
+        return None
+
+
+def repair_leaf_files(req, check_mode=False):
+    """Give the existing files their modes and owners (through their descriptors); True if any was wrong."""
     changed = False
     for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
-        st = os.stat(path)
-        if st.st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
-            changed = True
-        uid, gid = req.get("uid"), req.get("gid")
-        if (uid is not None and st.st_uid != uid) or (gid is not None and st.st_gid != gid):
-            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
-            changed = True
+        with leaf_dir(req, path) as directory:
+            changed |= directory.fix(os.path.basename(path), mode, uid=req.get("uid"), gid=req.get("gid"),
+                                     check_mode=check_mode)
     return changed
-
-
-def ownership_wrong(req):
-    for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
-        st = os.stat(path)
-        uid, gid = req.get("uid"), req.get("gid")
-        if st.st_mode & 0o7777 != mode or (uid is not None and st.st_uid != uid) \
-                or (gid is not None and st.st_gid != gid):
-            return True
-    return False
 
 
 # --- ledger -----------------------------------------------------------------------
@@ -672,46 +643,181 @@ def ledger_record(cert, req, now, requested_by, reasons):
     }
 
 
-def append_ledger(path, records):
-    """Append records under an exclusive lock and fsync: the ledger is never rewritten."""
-    if not records:
-        return
-    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+def _json_record(line):
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)  # closing releases the lock
+        record = json.loads(line)
+    except ValueError as exc:
+        return None, "not JSON (%s)" % exc
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    try:
+        record["serial"] = ledger_serial(record.get("serial"))
+    except ValueError as exc:
+        return None, str(exc)
+    return record, None
 
 
-def read_ledger(path):
-    """Fold ledger lines by serial: issuance records with their revocations applied."""
-    folded = {}
-    data = read_file(path)
-    if not data:
-        return folded
-    for number, line in enumerate(data.decode().splitlines(), 1):
+def torn_tail_start(data):
+    """Offset where an unfinished last record starts (a write cut short: no newline, or not JSON), or None."""
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        return end
+    start = data.rfind(b"\n", 0, max(end - 1, 0)) + 1
+    if data[start:end].strip():
+        try:
+            json.loads(data[start:end])
+        except ValueError:  # half a record with a newline after it (an append glued to a torn one)
+            return start
+    return None
+
+
+def parse_ledger(data):
+    """THE ledger reader (the CA, the exporter and the audit use it): ``(entries, problems)``.
+
+    *entries* maps serials (``ledger_serial`` format) to their issuance record with the revocation
+    applied: a later ``{"event": "revoked"}`` line of the same serial sets ``revoked_at`` and
+    ``revocation_reason``. *problems* lists the lines that could not be read (``line N: why``); an
+    unfinished last record is one of them and is not read.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    folded, problems = {}, []
+    torn = torn_tail_start(data)
+    lines = (data if torn is None else data[:torn]).split(b"\n")
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise PkiError("ledger %s line %d is not JSON (%s)" % (path, number, exc),
-                           "the ledger is append-only: restore it from backup; do not edit it by hand") from None
-        serial = record.get("serial")
+        record, problem = _json_record(line)
+        if problem:
+            problems.append("line %d: %s" % (number, problem))
+            continue
+        serial = record["serial"]
         if record.get("event") == "revoked":
             entry = folded.setdefault(serial, {"serial": serial})
             entry["revoked_at"] = record.get("revoked_at")
             entry["revocation_reason"] = record.get("revocation_reason")
         else:
             previous = folded.get(serial, {})
-            record = dict(record)
             if previous.get("revoked_at"):
                 record["revoked_at"] = previous["revoked_at"]
-                record["revocation_reason"] = previous["revocation_reason"]
+                record["revocation_reason"] = previous.get("revocation_reason")
             folded[serial] = record
+    if torn is not None:
+        problems.append("line %d: unfinished last record (%d bytes; a write was cut short)"
+                        % (data[:torn].count(b"\n") + 1, len(data) - torn))
+    return folded, problems
+
+
+def _open_ledger(path, create):
+    """The ledger's descriptor, for appending, under an exclusive lock (closing it releases the lock)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_all(fd):
+    size = os.fstat(fd).st_size
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _repair_torn_tail(fd, path):
+    """Move an unfinished last record to ``<ledger>.torn-<time>`` and cut the ledger after its last good
+    record, so that nothing is ever appended to half a line and the CRL can always be signed.
+    Returns what was done (None when the ledger was whole)."""
+    data = _read_all(fd)
+    start = torn_tail_start(data)
+    if start is None:
+        return None
+    side = "%s.torn-%s" % (path, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))
+    atomic_write(side, data[start:], mode=0o600)  # kept for the record, before it leaves the ledger
+    os.ftruncate(fd, start)
+    os.fsync(fd)
+    return ("the ledger %s ended in an unfinished record (%d bytes, from a write that was cut short): moved to "
+            "%s and the ledger cut after its last complete record" % (path, len(data) - start, side))
+
+
+def _repair(fd, path, warn):
+    try:
+        message = _repair_torn_tail(fd, path)
+    except OSError as exc:
+        raise PkiError("the ledger %s ends in an unfinished record that could not be moved aside: %s"
+                       % (path, exc.strerror or exc),
+                       "free space on the CA's file system (or fix the error), then re-run") from None
+    if message and warn:
+        warn(message)
+
+
+def append_ledger(path, records, warn=None):
+    """Append *records* durably or raise PkiError: the caller must not deploy what the ledger lacks.
+
+    Under an exclusive lock: an unfinished tail is repaired first; the records are written with
+    O_APPEND, fsynced, and read back. If any of that fails, what landed of them is cut off again.
+    Earlier records are never rewritten.
+    """
+    if not records:
+        return
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+    fd = _open_ledger(path, create=True)
+    try:
+        _repair(fd, path, warn)
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            landed = os.pread(fd, len(data) + 1, start)
+            if landed != data:
+                raise OSError("read back %d bytes that differ from the %d written" % (len(landed), len(data)))
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            except OSError:
+                pass  # the next run finds the unfinished tail and repairs it
+            raise PkiError("could not record %d issuance(s) in the ledger %s: %s; nothing was deployed"
+                           % (len(records), path, exc.strerror or exc),
+                           "free space on the CA's file system (or fix the error), then re-run") from None
+    finally:
+        os.close(fd)
+
+
+def read_ledger(path, repair=True, warn=None):
+    """The ledger folded by serial (``parse_ledger``) for the CA, which must trust every line.
+
+    With *repair* an unfinished last record is moved aside first (under the lock); without (check
+    mode) it is only left out. Any other unreadable line is an error: the ledger has been damaged.
+    """
+    try:
+        fd = _open_ledger(path, create=False)
+    except FileNotFoundError:
+        return {}
+    try:
+        if repair:
+            _repair(fd, path, warn)
+        data = _read_all(fd)
+    finally:
+        os.close(fd)
+    torn = torn_tail_start(data)
+    if torn is not None:  # only without repair
+        if warn:
+            warn("the ledger %s ends in an unfinished record; a real run moves it aside" % path)
+        data = data[:torn]
+    folded, problems = parse_ledger(data)
+    if problems:
+        raise PkiError("ledger %s %s" % (path, "; ".join(problems)),
+                       "the ledger is append-only: restore it from backup; do not edit it by hand")
     return folded
 
 
@@ -719,13 +825,11 @@ def read_ledger(path):
 
 
 def normalise_serial(serial):
-    text = str(serial).strip().replace(":", "").upper()
-    if text.startswith("0X"):
-        text = text[2:]
-    if not re.match(r"^[0-9A-F]+$", text):
+    try:
+        return ledger_serial(serial)
+    except ValueError:
         raise PkiError("serial %r is not a hex serial" % (serial,),
-                       "give the serial as printed by the certificate module or `openssl x509 -serial`")
-    return "%X" % int(text, 16)
+                       "give the serial as printed by the certificate module or `openssl x509 -serial`") from None
 
 
 def plan_revocations(ledger, revoke):
@@ -801,17 +905,39 @@ def _resolve_owner(req):
     for key in ("mode", "key_mode", "dir_mode"):
         if isinstance(req.get(key), str):
             req[key] = int(req[key], 8)
+    home = req.get("home")
+    if home:
+        if not req.get("uid"):
+            raise PkiError("%s: home %s is given without an owner other than root" % (label, home),
+                           "give owner (the user whose home it is) with home")
+        home = req["home"] = os.path.normpath(home)
+        paths = (req["path"], req["privatekey_path"])
+        if not all(os.path.isabs(p) for p in (home,) + paths) \
+                or any(os.path.commonpath([home, os.path.normpath(p)]) != home for p in paths):
+            raise PkiError("%s: path and privatekey_path must lie inside home %s" % (label, home),
+                           "give absolute paths below the user's home")
     return req
 
 
+def _refused(result, exc):
+    """A request the CA would not touch: reported, and the other requests carry on."""
+    reason = "%s does not exist" % exc.filename if isinstance(exc, FileNotFoundError) else str(exc)
+    result.update(changed=False, refused=reason)
+    return result
+
+
 def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mode=False, requested_by=None,
-                        fsync=True, now=None):
+                        fsync=True, now=None, warn=None):
     """Issue or renew many leaves with one loaded CA. Returns (results, ledger_records).
 
     Every request is validated before anything is written. New certificates are signed in
     memory, recorded in the ledger (one locked, fsynced append), and only then written out,
     so a crash can leave the ledger listing a certificate that never reached its host, but
     never a deployed certificate the ledger does not know.
+
+    A request whose files or directories are not safe for root to use (a symlink, a FIFO, a
+    directory of another account; see safepath.py) is not touched: its result carries
+    ``refused`` with the reason, and the other requests go on.
     """
     now = now or utcnow()
     reqs = [_resolve_owner(normalise_request(r, defaults)) for r in requests]
@@ -823,9 +949,17 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
     ca = IssuingCA(ca_dir, passphrase, now)
     results, pending, records = [], [], []
     for req in reqs:
-        reasons, key, cert = plan_leaf(req, ca, now)
-        result = {"path": req["path"], "privatekey_path": req["privatekey_path"], "reasons": reasons,
-                  "changed": bool(reasons), "before": describe_cert(cert)}
+        result = {"path": req["path"], "privatekey_path": req["privatekey_path"], "reasons": [],
+                  "before": {}, "after": {}}
+        results.append(result)
+        try:
+            reasons, key, cert = plan_leaf(req, ca, now)
+            if not reasons:
+                wrong = repair_leaf_files(req, check_mode)
+        except (PathRefused, FileNotFoundError) as exc:
+            _refused(result, exc)
+            continue
+        result.update(reasons=reasons, changed=bool(reasons), before=describe_cert(cert))
         if reasons:
             result["after"] = {"serial": "(new)", "subject": req["subject_name"].rfc4514_string(),
                                "sans": req["sans"]}
@@ -837,47 +971,48 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
                 new = ca.sign(key.public_key(), req["subject_name"], req["san_names"], profile=req["profile"],
                               days=req["days"], now=now)
                 records.append(ledger_record(new, req, now, requested_by, reasons))
-                pending.append((req, key if new_key else None, new))
+                pending.append((req, key if new_key else None, new, result))
                 result["after"] = describe_cert(new)
         else:
             result["after"] = result["before"]
-            if ownership_wrong(req):
+            if wrong:
                 result["changed"] = True
                 result["reasons"] = ["file mode or owner"]
-                if not check_mode:
-                    fix_ownership(req)
-        results.append(result)
     if check_mode:
         return results, []
-    append_ledger(ca.paths["ledger"], records)
-    for req, key, cert in pending:
-        _write_leaf(req, key, cert, ca, fsync)
+    append_ledger(ca.paths["ledger"], records, warn)  # raises when they cannot be recorded: nothing is deployed
+    for req, key, cert, result in pending:
+        try:
+            _write_leaf(req, key, cert, ca, fsync)
+        except (PathRefused, FileNotFoundError) as exc:
+            # The ledger already lists it: a certificate that never reached its owner, never the reverse.
+            _refused(result, exc)
     return results, records
 
 
 def _write_leaf(req, key, cert, ca, fsync=True):
     uid, gid = req.get("uid"), req.get("gid")
-    if req.get("create_dirs"):
-        for path in {os.path.dirname(os.path.abspath(p)) for p in (req["path"], req["privatekey_path"])}:
-            ensure_dirs(path, req.get("dir_mode", 0o700), uid, gid)
+    create = bool(req.get("create_dirs"))
     if key is not None:
-        atomic_write(req["privatekey_path"], key_to_pem(key), mode=req.get("key_mode", 0o600), uid=uid, gid=gid,
-                     backup=req.get("backup", False), fsync=fsync)
-    atomic_write(req["path"], cert_to_pem(cert) + ca.cert_pem, mode=req.get("mode", 0o644), uid=uid, gid=gid,
-                 backup=req.get("backup", False), fsync=fsync)
+        with leaf_dir(req, req["privatekey_path"], create) as directory:
+            directory.write(os.path.basename(req["privatekey_path"]), key_to_pem(key), req.get("key_mode", 0o600),
+                            uid=uid, gid=gid, fsync=fsync, backup=req.get("backup", False))
+    with leaf_dir(req, req["path"], create) as directory:
+        directory.write(os.path.basename(req["path"]), cert_to_pem(cert) + ca.cert_pem, req.get("mode", 0o644),
+                        uid=uid, gid=gid, fsync=fsync, backup=req.get("backup", False))
     if key is None:
-        fix_ownership(req)
+        repair_leaf_files(req)
 
 
 def ensure_crl(ca_dir, passphrase, *, revoke=None, days=7, renew_before_days=3, check_mode=False,
-               requested_by=None, now=None):
+               requested_by=None, now=None, warn=None):
     """Append revocations to the ledger and (re)write crl.pem when needed. Returns a result dict."""
     now = now or utcnow()
     if not isinstance(days, int) or days < 1 or renew_before_days >= days:
         raise PkiError("crl days %r / renew_before_days %r are not usable" % (days, renew_before_days),
                        "give days >= 1 and renew_before_days < days (e.g. 7 and 3)")
     ca = IssuingCA(ca_dir, passphrase, now)
-    ledger = read_ledger(ca.paths["ledger"])
+    ledger = read_ledger(ca.paths["ledger"], repair=not check_mode, warn=warn)
     new = plan_revocations(ledger, revoke)
     for record in new:
         record["revoked_at"] = isoformat(now)
@@ -896,7 +1031,7 @@ def ensure_crl(ca_dir, passphrase, *, revoke=None, days=7, renew_before_days=3, 
         if before and not reason:
             result["next_update"] = isoformat(x509.load_pem_x509_crl(before).next_update_utc)
         return result
-    append_ledger(ca.paths["ledger"], new)
+    append_ledger(ca.paths["ledger"], new, warn)
     crl = build_crl(ca, revoked, days, now)
     atomic_write(crl_path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
     result["next_update"] = isoformat(crl.next_update_utc)

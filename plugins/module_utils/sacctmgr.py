@@ -4,32 +4,47 @@
 
 Everything here reads `--parsable2 --noheader` output with an explicit
 `format=` list, so no human-readable message is ever matched. The runner is
-injected (AnsibleModule.run_command in modules, subprocess in tests and tools).
+injected (``timed_runner``: command.run with a timeout, in modules and tools;
+recorded answers in tests).
+
+Names are single values: sacctmgr reads ``name=a,b`` as two names and ``a=b``
+as another setting, so a record name or a ``where`` value holding a comma,
+``=``, whitespace or a leading ``-`` is refused before sacctmgr runs.
 """
 
 from __future__ import annotations
 
-import subprocess
+import re
 
+from . import command
 from .site_model import parse_duration_minutes
 
 SACCTMGR = "sacctmgr"
+_NOT_SINGLE = re.compile(r"[,=\s]|^-|^$")
 
 
 class SacctmgrError(RuntimeError):
     pass
 
 
-def subprocess_runner(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return proc.returncode, proc.stdout, proc.stderr
+def timed_runner(timeout=command.DEFAULT_TIMEOUT):
+    """A runner that kills sacctmgr after *timeout* seconds (slurmdbd unreachable must not hang a run)."""
+    return lambda argv: command.run(argv, timeout)
+
+
+
+def _single(what, value):
+    if _NOT_SINGLE.search(str(value)):
+        raise SacctmgrError("refusing %s %r: sacctmgr would read a comma, '=', whitespace or a leading '-' as "
+                            "more than one value" % (what, value))
+    return value
 
 
 class Sacctmgr:
     """Thin, typed access to sacctmgr: show as dicts, change with --immediate."""
 
-    def __init__(self, run=subprocess_runner, binary=SACCTMGR):
-        self._run = run
+    def __init__(self, run=None, binary=SACCTMGR):
+        self._run = run or timed_runner()
         self.binary = binary
 
     def _call(self, args):
@@ -43,7 +58,7 @@ class Sacctmgr:
         """Rows of `sacctmgr show ENTITY` as dicts keyed by the requested field names."""
         args = ["--parsable2", "--noheader", "show", entity]
         for key, value in (where or {}).items():
-            args.append("%s=%s" % (key, value))
+            args.append("%s=%s" % (key, _single(key, value)))
         args.append("format=%s" % ",".join(fields))
         out = self._call(args)
         rows = []
@@ -55,20 +70,20 @@ class Sacctmgr:
         return rows
 
     def add(self, entity, name, settings=None):
-        args = ["--immediate", "add", entity, name]
+        args = ["--immediate", "add", entity, _single(entity + " name", name)]
         args += ["%s=%s" % (k, v) for k, v in (settings or {}).items()]
         return self._call(args)
 
     def modify(self, entity, where, settings):
         args = ["--immediate", "modify", entity, "where"]
-        args += ["%s=%s" % (k, v) for k, v in where.items()]
+        args += ["%s=%s" % (k, _single(k, v)) for k, v in where.items()]
         args.append("set")
         args += ["%s=%s" % (k, v) for k, v in settings.items()]
         return self._call(args)
 
     def delete(self, entity, where):
         args = ["--immediate", "delete", entity, "where"]
-        args += ["%s=%s" % (k, v) for k, v in where.items()]
+        args += ["%s=%s" % (k, _single(k, v)) for k, v in where.items()]
         return self._call(args)
 
 

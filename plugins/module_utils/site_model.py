@@ -92,6 +92,8 @@ METRICS_DEFAULTS = {
     "prometheus_port": 9090,
     "scrape_interval": "30s",
     "dask_targets_dir": "/var/lib/daskhpc/dask-targets",
+    # the login hosts' discovery service (daskhpc discovery-serve), asked by Prometheus
+    "discovery_port": 9818,
 }
 DASK_DEFAULTS = {
     "contact": None,
@@ -976,7 +978,7 @@ def _check_services(chk, sections, model):
     if not isinstance(accounting["database"], str) or not _DATABASE_RE.match(accounting["database"]):
         chk.error("accounting.database", "%s is not a database name" % _show(accounting["database"]),
                   "use 1-64 letters, digits or '_', starting with a letter or '_', e.g. slurm_acct_db")
-    for key in ("exporter_port", "prometheus_port"):
+    for key in ("exporter_port", "prometheus_port", "discovery_port"):
         if chk.whole("metrics.%s" % key, metrics[key], 1, 65535, "give a port from 1 to 65535"):
             ports.append(("metrics.%s" % key, metrics[key]))
     owners = {port: "%s (fixed in slurm.conf)" % name for port, name in SLURM_PORTS.items()}
@@ -1166,6 +1168,7 @@ def client_config(model, paths=None):
         "allowed-groups": next((p["allow_groups"] for p in model["partitions"] if p["name"] == partition), []),
         "tls": dask["tls"],
         "metrics-targets-dir": model["metrics"]["dask_targets_dir"],
+        "metrics-discovery-port": model["metrics"]["discovery_port"],
     }
     if dask["contact"]:
         config["contact"] = dask["contact"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from . import command
 from .sacctmgr import (
     Sacctmgr,
     SacctmgrError,
@@ -15,6 +16,7 @@ from .sacctmgr import (
     norm_text,
     norm_tres,
     state_view,
+    timed_runner,
 )
 
 # option name -> (sacctmgr set key, sacctmgr format field, normaliser)
@@ -47,6 +49,7 @@ COMMON_ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
     "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
+    "command_timeout": {"type": "int", "default": command.DEFAULT_TIMEOUT},
 }
 
 
@@ -59,11 +62,17 @@ def run_or_fail(module, what, action):
                          % (what, module.params["name"], exc))
 
 
+def sacctmgr_runner(module):
+    """How the modules run sacctmgr: killed after their command_timeout (a hung slurmdbd must not hang them)."""
+    return timed_runner(module.params["command_timeout"])
+
+
 class Recorder:
-    """Runs sacctmgr through the module, or only records the commands in check mode."""
+    """Runs sacctmgr for the module, or only records the commands in check mode."""
 
     def __init__(self, module):
         self.module = module
+        self.run = sacctmgr_runner(module)
         self.commands = []
 
     def __call__(self, argv):
@@ -72,7 +81,7 @@ class Recorder:
             self.commands.append(argv)
             if self.module.check_mode:
                 return 0, "", ""
-        return self.module.run_command(argv)
+        return self.run(argv)
 
 
 def _manager(module):

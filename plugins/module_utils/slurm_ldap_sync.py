@@ -9,7 +9,8 @@ so check mode and diff mode show exactly what a real run would do.
 
 from __future__ import annotations
 
-from .ldap import plan_association_sync
+from . import account_names
+from .ldap import first, find_users, plan_association_sync
 from .sacctmgr import SacctmgrError
 
 ASSOC_FIELDS = ["Cluster", "Account", "User", "QOS", "DefaultQOS"]
@@ -30,6 +31,28 @@ def current_users(sacct, account, cluster=None):
     """``{user: row}`` of the user associations under *account* (the account's own row excluded)."""
     rows = sacct.show("association", ASSOC_FIELDS, _where(account, cluster))
     return {r["User"]: r for r in rows if r.get("User") and r.get("Account") == account}
+
+
+def directory_members(conn, by_group, user_base=None, *, min_uid=account_names.MIN_UID, pattern=None):
+    """``(members, unknown, refused)`` from ``{group: [uid, ...]}`` as the directory gave them.
+
+    *members*: sorted names that may hold an association. A name that is not a portable account
+    name, is a system account's, or has a uid (uidNumber under *user_base*, or the local one) below
+    *min_uid* is *refused* (``[{"name", "reason"}]``) before anything else sees it: it never reaches
+    a search filter, sacctmgr or any command. With *user_base*, members without a user entry there
+    are *unknown* and left out too.
+    """
+    names = sorted({u for uids in by_group.values() for u in uids})
+    members, refused = account_names.split(names, min_uid=min_uid, pattern=pattern)
+    unknown = []
+    if user_base:
+        known = find_users(conn, user_base, members, attributes=("uid", "uidNumber"))
+        unknown = [u for u in members if u not in known]
+        uids = {u: first(known[u], "uidNumber") for u in members if u in known}
+        members, more = account_names.split([u for u in members if u in known], uids, min_uid=min_uid,
+                                            pattern=pattern, lookup=False)
+        refused += more
+    return members, unknown, sorted(refused, key=lambda r: str(r["name"]))
 
 
 def account_exists(sacct, account, cluster=None):

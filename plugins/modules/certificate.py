@@ -15,11 +15,19 @@ description:
   - Idempotent. Re-issues only when the subject, the SANs, the key (type or mismatch), the issuer or chain,
     or the profile changed, or when the certificate is inside its renewal window
     (I(renew_before_days) before expiry). Otherwise the serial stays the same.
-  - Every issuance is appended to the CA's ledger (C(ledger.jsonl)) before the files are written.
+  - Every issuance is appended to the CA's ledger (C(ledger.jsonl)) before the files are written, fsynced and
+    read back; when it cannot be recorded (e.g. a full disk) the task fails and nothing is deployed. An
+    unfinished last ledger record left by an earlier cut-short write is moved to C(ledger.jsonl.torn-<time>)
+    first, with a warning.
   - The certificate file holds the leaf followed by the intermediate (a full chain up to the root).
   - The key is written with mode 0600 (or I(privatekey_mode)) and the given owner before it becomes visible.
   - Invalid SANs, a wrong passphrase, a missing or expired CA fail with the fix in the message; nothing is
     written then.
+  - Root never follows a path someone else controls. Directories are walked from C(/) one at a time
+    without following symlinks (root's own symlinks in directories only root can change excepted);
+    below root's directories only directories of I(owner) are used; files are read, created, chowned and
+    chmodded through their open descriptors and renamed into place. A symlink, a FIFO, or a directory or
+    file of another account on the way fails the task, naming it.
 extends_documentation_fragment:
   - onprem.daskhpc.pki
 options:
@@ -95,6 +103,13 @@ options:
     description: Keep a timestamped copy of a replaced certificate or key.
     type: bool
     default: false
+  home:
+    description:
+      - The home directory of I(owner), for a credential written into a user's home. I(path) and
+        I(privatekey_path) must lie inside it; the home must be a directory owned by I(owner) (not a
+        symlink) whose parents only root controls, and so must every directory below it on the way to
+        the files. With I(create_dirs) a missing home is created as the owner's (its parents never).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -163,7 +178,7 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
                 "renew_before_days", "rotate_key", "force", "owner", "group", "mode", "privatekey_mode",
-                "create_dirs", "dir_mode", "backup")
+                "create_dirs", "dir_mode", "backup", "home")
 
 
 def to_request(params):
@@ -197,6 +212,7 @@ def main():
             "create_dirs": {"type": "bool", "default": False},
             "dir_mode": {"type": "raw", "default": "0700"},
             "backup": {"type": "bool", "default": False},
+            "home": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -204,10 +220,13 @@ def main():
     try:
         results, _records = pki.ensure_certificates(
             p["ca_dir"], p["ca_passphrase"], [to_request(p)], check_mode=module.check_mode,
-            requested_by=p["requested_by"])
+            requested_by=p["requested_by"], warn=module.warn)
     except pki.PkiError as exc:
         module.fail_json(msg=str(exc), problem=exc.problem, fix=exc.fix)
     item = results[0]
+    if item.get("refused"):
+        module.fail_json(msg="refused to write %s: %s" % (item["path"], item["refused"]), refused=item["refused"],
+                         fix="remove the symlink or foreign file, or give the directory back to its owner")
     result = {
         "changed": item["changed"],
         "reasons": item["reasons"],

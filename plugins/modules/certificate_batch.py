@@ -12,11 +12,15 @@ version_added: 0.1.0
 description:
   - The batch form of M(onprem.daskhpc.certificate), with the same idempotence rules, for thousands of
     certificates in one task. The CA key is decrypted once, every request is validated before anything is
-    written, and all new issuances go to the ledger in one locked, fsynced append.
+    written, and all new issuances go to the ledger in one locked, fsynced, read-back append; if that fails
+    the task fails and none of them is deployed.
   - Each item of I(certificates) takes the per-certificate options of M(onprem.daskhpc.certificate)
     (C(path), C(privatekey_path), C(subject), C(subject_alt_names), C(profile), C(key_type), C(days),
     C(renew_before_days), C(rotate_key), C(force), C(owner), C(group), C(mode), C(privatekey_mode),
-    C(create_dirs), C(dir_mode), C(backup)); I(defaults) fills in what an item leaves out.
+    C(create_dirs), C(dir_mode), C(backup), C(home)); I(defaults) fills in what an item leaves out.
+  - Root never follows a path someone else controls (see M(onprem.daskhpc.certificate)). An item whose
+    directories or files are not safe to use - a symlink, a FIFO, a directory of another account, a home
+    that is not the owner's - is refused and reported in RV(refused) with a warning; the other items go on.
 extends_documentation_fragment:
   - onprem.daskhpc.pki
 options:
@@ -76,6 +80,13 @@ changed_items:
   returned: always
   type: list
   elements: dict
+refused:
+  description: Items not touched because a path was not safe for root to use, with the reason. An item
+    refused after issuance is in the ledger but was not written.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /home/mallory/.daskhpc/tls/user.pem, reason: /home/mallory/.daskhpc/tls is a symlink}]
 certificates:
   description: Every certificate with path, serial, expiry and reasons (with I(return_items)).
   returned: when return_items
@@ -116,17 +127,22 @@ def main():
     defaults = {"profile": "host", "key_type": "ecdsa-p256", "days": 90, "renew_before_days": 30}
     defaults.update(_item_request(p["defaults"]))
     try:
-        results, _records = pki.ensure_certificates(
+        results, records = pki.ensure_certificates(
             p["ca_dir"], p["ca_passphrase"], [_item_request(i) for i in p["certificates"]], defaults=defaults,
-            check_mode=module.check_mode, requested_by=p["requested_by"], fsync=p["fsync"])
+            check_mode=module.check_mode, requested_by=p["requested_by"], fsync=p["fsync"],
+            warn=module.warn)
     except pki.PkiError as exc:
         module.fail_json(msg=str(exc), problem=exc.problem, fix=exc.fix)
     changed = [r for r in results if r["changed"]]
+    refused = [{"path": r["path"], "reason": r["refused"]} for r in results if r.get("refused")]
+    for item in refused:
+        module.warn("refused %s: %s" % (item["path"], item["reason"]))
     result = {
-        "changed": bool(changed),
+        "changed": bool(changed or records),  # a refused item may already be in the ledger
         "issued": sum(1 for r in changed if r["after"] is not r["before"]),
-        "unchanged": len(results) - len(changed),
+        "unchanged": len(results) - len(changed) - len(refused),
         "changed_items": [_brief(r) for r in changed],
+        "refused": refused,
     }
     if p["return_items"]:
         result["certificates"] = [_brief(r) for r in results]

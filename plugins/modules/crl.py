@@ -15,6 +15,8 @@ description:
   - The CRL is rewritten only when the set of revoked serials changed, when it is missing or signed by
     another key, or when its next update is within I(renew_before_days); otherwise nothing changes.
   - A serial the ledger does not know fails with the fix; revoking a revoked serial again is a no-op.
+  - An unfinished last ledger record (a write cut short) is moved to C(ledger.jsonl.torn-<time>) first, with a
+    warning, so the CRL can always be signed; damage before the last record fails with the fix.
 extends_documentation_fragment:
   - onprem.daskhpc.pki
 options:
@@ -114,10 +116,11 @@ def main():
     )
     p = module.params
     try:
-        before = pki.read_ledger(pki.ca_paths(p["ca_dir"])["ledger"])
+        # for the diff only; ensure_crl repairs an unfinished tail and says so
+        before = pki.read_ledger(pki.ca_paths(p["ca_dir"])["ledger"], repair=False)
         result = pki.ensure_crl(p["ca_dir"], p["ca_passphrase"], revoke=p["revoke"], days=p["days"],
                                 renew_before_days=p["renew_before_days"], check_mode=module.check_mode,
-                                requested_by=p["requested_by"])
+                                requested_by=p["requested_by"], warn=module.warn)
     except pki.PkiError as exc:
         module.fail_json(msg=str(exc), problem=exc.problem, fix=exc.fix)
     if module._diff:

@@ -18,6 +18,8 @@ description:
     names against the built-in resources plus the site's own (C(create resource)); unknown names and
     bad values fail before anything changes.
   - Attributes not listed are left alone unless O(purge=true).
+extends_documentation_fragment:
+  - onprem.daskhpc.command
 options:
   name:
     description: Queue name (at most 15 characters, a letter first).

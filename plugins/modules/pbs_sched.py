@@ -17,6 +17,8 @@ description:
     C(sched_config) file instead.
   - Reads the current state with C(qmgr -c 'print sched'), validates names and values
     (pbs_sched_attributes(7B)) and runs one C(qmgr -c 'set sched ...') per attribute that differs.
+extends_documentation_fragment:
+  - onprem.daskhpc.command
 options:
   name:
     description: Scheduler name; C(default) is the default scheduler.

@@ -17,6 +17,8 @@ description:
   - Attribute names are checked against pbs_server_attributes(7B) and resource names against the
     built-in and site resources; unknown names and bad values fail before anything changes.
   - Only the attributes listed are managed; nothing is ever unset.
+extends_documentation_fragment:
+  - onprem.daskhpc.command
 options:
   attributes:
     description: Server attributes as qmgr names them; lists (C(managers), C(acl_roots)) as YAML lists.

@@ -14,6 +14,8 @@ description:
     including its account-level association (parent, allowed QOS, default QOS).
   - Reads state with C(--parsable2 --noheader) and explicit fields; changes only what differs.
   - User associations are not managed here; see M(onprem.daskhpc.slurm_ldap_sync).
+extends_documentation_fragment:
+  - onprem.daskhpc.command
 options:
   name:
     description: Account name.

@@ -12,6 +12,8 @@ version_added: 0.1.0
 description:
   - Adds or removes a cluster record in slurmdbd through C(sacctmgr), reading state with
     C(--parsable2 --noheader) only.
+extends_documentation_fragment:
+  - onprem.daskhpc.command
 options:
   name:
     description: Cluster name (C(ClusterName) in slurm.conf).

@@ -15,10 +15,16 @@ description:
     users holding an association who are no longer members lose it. Users in O(exclude_users) are
     never touched.
   - Reports who was added and removed; in check mode reports what would change.
+  - Member names are data, not commands. A name that is not a portable POSIX account name
+    (C([a-z_][a-z0-9_-]{0,31}) - no commas, whitespace, C(=), upper case, and no leading C(-)), that does not
+    match O(name_pattern), that names a system account (C(root), C(daemon), C(slurm), ...), or whose uid
+    (C(uidNumber) under O(user_base), or the local one) is below O(min_uid) is skipped and reported in
+    RV(refused) with a warning; it never reaches sacctmgr or any other command.
   - Run C(scontrol reconfigure) afterwards when it changed something - slurmctld caches the
     members of C(AllowGroups) (playbooks/access.yml does).
 extends_documentation_fragment:
   - onprem.daskhpc.ldap
+  - onprem.daskhpc.command
 attributes:
   check_mode:
     support: full
@@ -74,6 +80,17 @@ options:
     description: Path of sacctmgr.
     type: path
     default: sacctmgr
+  min_uid:
+    description:
+      - Members whose uid is below this are system accounts and are refused. It can be raised, not lowered
+        below 1000.
+    type: int
+    default: 1000
+  name_pattern:
+    description:
+      - A regular expression every member name must also match (on top of the portable-name rule, so it can
+        only make the check stricter), e.g. C([a-z]{2,8}[0-9]{0,4}) for a site's naming scheme.
+    type: str
 author:
   - onprem.daskhpc contributors
 """
@@ -121,11 +138,24 @@ members:
   returned: always
   type: list
   elements: str
+groups:
+  description: The accepted members (see RV(members)) of each group in O(groups).
+  returned: always
+  type: dict
+  sample: {datasci: [alice, bob]}
 unknown_members:
   description: Group members without a user entry under O(user_base); they get no association.
   returned: always
   type: list
   elements: str
+refused:
+  description:
+    - Group members whose names were refused, with the reason; they get no association (and one they held
+      is removed like any non-member's, unless they are in O(exclude_users)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: "alice,root", reason: "not a portable account name (...)"}, {name: root, reason: "a system account"}]
 diff:
   description: Users holding an association before and after.
   returned: when diff mode is on
@@ -134,9 +164,10 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names, command
 from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
 from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
-from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr, SacctmgrError
+from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr, SacctmgrError, timed_runner
 
 
 def main():
@@ -153,22 +184,28 @@ def main():
         exclude_users=dict(type="list", elements="str", default=[]),
         missing_groups=dict(type="str", choices=["error", "ignore"], default="error"),
         sacctmgr=dict(type="path", default="sacctmgr"),
+        min_uid=dict(type="int", default=account_names.MIN_UID),
+        name_pattern=dict(type="str"),
+        command_timeout=dict(type="int", default=command.DEFAULT_TIMEOUT),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not ldapu.HAS_LDAP3:
         module.fail_json(msg=missing_required_lib("ldap3"), exception=str(ldapu.LDAP3_IMPORT_ERROR))
     p = module.params
-    sacct = Sacctmgr(run=module.run_command, binary=p["sacctmgr"])
+    try:
+        pattern = account_names.check_settings(p["min_uid"], p["name_pattern"])
+    except ValueError as exc:
+        module.fail_json(msg="%s. Fix: leave min_uid at 1000 or more and give name_pattern as a Python regular "
+                             "expression" % exc)
+    sacct = Sacctmgr(run=timed_runner(p["command_timeout"]), binary=p["sacctmgr"])
     try:
         conn = ldapu.connect_params(p)
         by_group = ldapu.resolve_groups(conn, p["group_base"], p["groups"], p["group_schema"], p["missing_groups"])
-        members = sorted({u for uids in by_group.values() for u in uids})
-        unknown = []
-        if p["user_base"]:
-            known = ldapu.find_users(conn, p["user_base"], members)
-            unknown = [u for u in members if u not in known]
-            members = [u for u in members if u in known]
+        members, unknown, refused = sync.directory_members(conn, by_group, p["user_base"], min_uid=p["min_uid"],
+                                                           pattern=pattern)
         conn.unbind()
+        for item in refused:
+            module.warn("directory member %r refused: %s" % (item["name"], item["reason"]))
         if not sync.account_exists(sacct, p["account"], p["cluster"]):
             module.fail_json(msg="Slurm account %r does not exist%s. Fix: create it first (playbooks/slurm.yml, "
                                  "onprem.daskhpc.slurm_account)"
@@ -188,7 +225,8 @@ def main():
         changed=any(changes.values()),
         added=changes["add"], removed=changes["remove"], qos_fixed=changes["fix_qos"],
         default_set=changes["set_default"],
-        members=members, unknown_members=unknown, groups=by_group,
+        members=members, unknown_members=unknown, refused=refused,
+        groups={g: [u for u in uids if u in members] for g, uids in by_group.items()},
         diff={"before": {"account": p["account"], "users": before},
               "after": {"account": p["account"], "users": after}},
     )

@@ -14,6 +14,8 @@ description:
   - Reads the current state with C(--parsable2 --noheader) and an explicit field list, changes only the
     limits that differ, and never parses human-readable messages.
   - Options left unset are not managed.
+extends_documentation_fragment:
+  - onprem.daskhpc.command
 options:
   name:
     description: QOS name.

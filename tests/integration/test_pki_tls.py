@@ -8,6 +8,7 @@ code, and real distributed schedulers, workers and clients run in this process (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -17,9 +18,11 @@ import threading
 
 import dask
 import pytest
+import yaml
 from distributed import Client, Scheduler, Security, Worker
 
 from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from daskhpc import config as site_config
 from daskhpc import security
 
 PASS = "integration passphrase 1"
@@ -116,11 +119,25 @@ def test_python_ssl_refuses_wrong_hostname(site):
 
 # --- Dask bound to identity ------------------------------------------------------------
 
+@contextlib.contextmanager
+def site_tls(tls, directory):
+    """A site file whose tls section is ``tls`` (what the dask_client role writes), used for the duration.
+
+    The client reads TLS paths from the site file only (daskhpc.config.SITE_FILE), not from Dask config.
+    """
+    path = directory / "daskhpc.yaml"
+    path.write_text(yaml.safe_dump({"daskhpc": {"tls": tls}}))
+    with pytest.MonkeyPatch.context() as patch, dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        patch.setattr(site_config, "SITE_FILE", str(path))
+        patch.setattr(site_config, "SITE_FILE_OWNER", os.geteuid())
+        yield str(path)
+
+
 @pytest.fixture
-def as_user(site):
-    """Dask config pointing daskhpc.tls at a user's credential (what the dask_client role writes)."""
+def as_user(site, tmp_path):
+    """The site file pointing tls at a user's credential."""
     def configure(user):
-        return dask.config.set({"daskhpc.tls": user_paths(site, user), "distributed.comm.timeouts.connect": "3s"})
+        return site_tls(user_paths(site, user), tmp_path)
     return configure
 
 
@@ -215,14 +232,14 @@ def test_revoked_certificate_refused_where_crl_checked(site, as_user):
 def test_expired_crl_is_a_clear_error(site, tmp_path):
     import datetime
 
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context(cafile=site["bundle"])  # the CRL is trusted only if the site CA signed it
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)
     with pytest.raises(ssl.SSLError, match="CRL .* expired"):
         security.load_crl(ctx, site["crl"], now=later)
 
 
 def test_missing_credential_and_loose_key_mode_are_clear(site, as_user, tmp_path):
-    with dask.config.set({"daskhpc.tls": {**user_paths(site, "alice"), "cert": str(tmp_path / "none.pem")}}), \
+    with site_tls({**user_paths(site, "alice"), "cert": str(tmp_path / "none.pem")}, tmp_path), \
             pytest.raises(FileNotFoundError, match="user_credentials"):
         security.cluster_security()
     key = user_paths(site, "alice")["key"]
@@ -234,10 +251,16 @@ def test_missing_credential_and_loose_key_mode_are_clear(site, as_user, tmp_path
         os.chmod(key, 0o600)
 
 
-def test_dask_worker_with_preload_binds_its_process(site, as_user):
+def test_dask_worker_with_preload_binds_its_process(site, as_user, tmp_path):
     """A stock `dask worker` with the preload joins alice's cluster and refuses bob's client."""
     alice = user_paths(site, "alice")
-    env = dict(os.environ, DASK_DASKHPC__TLS__OWNER="alice", DASK_DASKHPC__TLS__CRL=site["crl"])
+    site_file = tmp_path / "worker-site.yaml"
+    site_file.write_text(yaml.safe_dump({"daskhpc": {"tls": alice}}))
+    # The preload binds to the user running the worker and reads the CRL path from the site file; no
+    # setting can change either, so this test (running as root) stands in for alice by patching both.
+    as_alice = ("import sys, daskhpc.config as c, daskhpc.security as s; c.SITE_FILE = %r; c.SITE_FILE_OWNER = %d; "
+                "s.current_user = lambda: 'alice'; from distributed.cli.dask_worker import main; main()"
+                % (str(site_file), os.geteuid()))
 
     async def scenario():
         with as_user("alice"):
@@ -248,9 +271,9 @@ def test_dask_worker_with_preload_binds_its_process(site, as_user):
                                  tls_client_key=user_paths(site, "bob")["key"])
         async with Scheduler(security=sec, protocol="tls", dashboard_address=None) as s:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", s.address, "--nthreads", "1", "--no-nanny",
+                [sys.executable, "-c", as_alice, s.address, "--nthreads", "1", "--no-nanny",
                  "--no-dashboard", "--tls-ca-file", alice["ca"], "--tls-cert", alice["cert"], "--tls-key",
-                 alice["key"], "--preload", "daskhpc.worker_preload"], env=env)
+                 alice["key"], "--preload", "daskhpc.worker_preload"])
             try:
                 for _ in range(120):
                     if s.workers:

@@ -70,15 +70,21 @@ def test_check_rules(tmp_path):
 
 def test_check_config(tmp_path):
     rules = render_rules(tmp_path)
-    config = metrics.metrics_prometheus_config(lab_site(), ["ctl1", "ctl2"], [str(p) for p in rules],
-                                               alertmanagers=["am:9093"])
+    # promtool checks that the TLS files exist
+    tls = {"ca_file": "ca.pem", "cert_file": "prometheus.pem", "key_file": "prometheus.key"}
+    for name in tls.values():
+        (tmp_path / name).write_text("")
+    tls = {key: str(tmp_path / name) for key, name in tls.items()}
+    config = metrics.metrics_prometheus_config(lab_site(), ["ctl1", "ctl2"], ["login1", "login2"],
+                                               [str(p) for p in rules], alertmanagers=["am:9093"], discovery_tls=tls)
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     out = promtool("check", "config", path)
     assert "SUCCESS" in out
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["daskhpc_exporter"]["static_configs"][0]["targets"] == ["ctl1:9817", "ctl2:9817"]
-    assert jobs["dask"]["file_sd_configs"][0]["files"] == ["/var/lib/daskhpc/dask-targets/*.json"]
+    assert [sd["url"] for sd in jobs["dask"]["http_sd_configs"]] == ["https://login1:9818/targets",
+                                                                      "https://login2:9818/targets"]
 
 
 @pytest.mark.parametrize("test_file", sorted(p.name for p in HERE.glob("*_test.yml")))

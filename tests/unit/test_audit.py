@@ -228,9 +228,9 @@ def test_certificate_classification(report, pems):
     assert files["rsa1024.pem"]["weak"].startswith("RSA key of 1024 bits")
     assert "SHA-1" in files["sha1.pem"]["weak"]
     ledger = {c["serial"]: c for c in certs.values() if c["source"] == "ledger"}
-    assert ledger[pems["revoked"][1].lower()]["revocation_reason"] == "keyCompromise"
-    assert ledger["b2"]["status"] == "expiring" and ledger["a1"]["status"] == "expiring"
-    assert ledger["c3"]["weak"]
+    assert ledger[pems["revoked"][1]]["revocation_reason"] == "keyCompromise"  # the CA's serial format
+    assert ledger["B2"]["status"] == "expiring" and ledger["A1"]["status"] == "expiring"
+    assert ledger["C3"]["weak"]
 
 
 def test_certificate_findings(report):
@@ -239,9 +239,9 @@ def test_certificate_findings(report):
     assert ("expired-certificate", "expired.pem#0") in rules
     assert ("revoked-certificate-deployed", "user.pem#0") in rules
     assert ("weak-key", "rsa1024.pem#0") in rules and ("weak-key", "sha1.pem#0") in rules
-    assert found["expiring-certificate:ledger:b2"]["severity"] == "medium"  # 90-day service certificate
-    assert "expiring-certificate:ledger:a1" not in found  # 7-day user credential: renewed automatically
-    assert found["weak-key:ledger:c3"]["severity"] == "high"
+    assert found["expiring-certificate:ledger:B2"]["severity"] == "medium"  # 90-day service certificate
+    assert "expiring-certificate:ledger:A1" not in found  # 7-day user credential: renewed automatically
+    assert found["weak-key:ledger:C3"]["severity"] == "high"
 
 
 def test_unreadable_ledger_line_is_reported(report):
@@ -428,6 +428,44 @@ def test_probe_scans_certificates_but_never_keys(tmp_path, pems):
     (tmp_path / "host.pem").write_text(pems["valid"][0])
     (tmp_path / "host.key").write_text("-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n")
     (tmp_path / "combined.pem").write_text(pems["valid"][0] + "-----BEGIN PRIVATE KEY-----\nxx\n")
-    found = probe.scan_certificates([str(tmp_path)])
+    found = probe.scan_certificates(str(tmp_path), user_homes=[])
     assert [os.path.basename(f["path"]) for f in found] == ["host.pem"]
     assert probe.run(["/nonexistent/tool"]) == {"unavailable": "/nonexistent/tool is not installed"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the probe runs as root; the attack needs root to test")
+@pytest.mark.timeout(20)
+def test_probe_never_follows_a_users_path(tmp_path, pems):
+    """As root, the probe reads users' ~/.daskhpc/tls: a symlink to root's directory, a link to root's
+    file or a FIFO there is reported, never followed, never waited on."""
+    secret = tmp_path / "rootonly"
+    secret.mkdir(mode=0o700)
+    (secret / "ca.pem").write_text(pems["valid"][0])
+    homes = {}
+    for name, uid in (("alice", 10001), ("mallory", 10004), ("eve", 10005), ("trudy", 10006)):
+        home = tmp_path / name
+        (home / ".daskhpc").mkdir(parents=True)
+        for path in (home, home / ".daskhpc"):
+            os.chown(path, uid, uid)
+        homes[name] = home
+    tls = homes["alice"] / ".daskhpc" / "tls"
+    tls.mkdir()
+    (tls / "user.pem").write_text(pems["valid"][0])
+    for path in (tls, tls / "user.pem"):
+        os.chown(path, 10001, 10001)
+    (homes["mallory"] / ".daskhpc" / "tls").symlink_to(secret)
+    tls = homes["eve"] / ".daskhpc" / "tls"
+    tls.mkdir()
+    os.chown(tls, 10005, 10005)
+    os.mkfifo(tls / "user.pem")
+    os.chown(tls / "user.pem", 10005, 10005)
+    tls = homes["trudy"] / ".daskhpc" / "tls"
+    tls.mkdir()
+    os.chown(tls, 10006, 10006)
+    os.link(secret / "ca.pem", tls / "user.pem")
+    scanned = probe.scan_certificates(str(tmp_path / "none"), user_homes=[str(h) for h in homes.values()])
+    found = {f["path"][len(str(tmp_path)) + 1:].split("/")[0]: f for f in scanned}
+    assert found["alice"]["pem"] == pems["valid"][0]
+    assert "pem" not in found["mallory"] and "not read" in found["mallory"]["error"]
+    assert "pem" not in found["eve"] and "not a regular file" in found["eve"]["error"]
+    assert "pem" not in found["trudy"] and "owned by uid 0" in found["trudy"]["error"]

@@ -153,3 +153,42 @@ def test_render_shows_pass_fail_and_fix(tls, tmp_path):
     text = render(doctor.checks(), USER, doctor.config)
     assert "FAIL  burst access" in text and "fix: ask hpc-help@lab.example" in text
     assert text.splitlines()[-1].endswith("1 failed")
+
+
+def test_a_stuck_command_fails_its_check_instead_of_hanging(tls, tmp_path, monkeypatch):
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sinfo", "sacctmgr"):
+        script = bin_dir / name
+        script.write_text("#!/bin/sh\nsleep 300\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
+    started = time.monotonic()
+    results = by_name(Doctor(config=config(tls, tmp_path), user=USER, now=NOW, timeout=1).checks())
+    assert time.monotonic() - started < 20
+    assert not results["batch system"].ok and "no answer within 1 s" in results["batch system"].detail
+    assert not results["burst association"].ok and "no answer within 1 s" in results["burst association"].detail
+
+
+def test_doctor_commands_run_without_slurm_variables(tls, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "sinfo"
+    script.write_text("#!/bin/sh\nenv > %s/env\necho 'up|6|8/40/0/48'\n" % tmp_path)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
+    monkeypatch.setenv("SLURM_CONF", "/tmp/other-cluster.conf")
+    assert Doctor(config=config(tls, tmp_path), user=USER, now=NOW).check_batch().ok
+    assert "SLURM_CONF" not in (tmp_path / "env").read_text()
+
+
+def test_an_unsafe_site_file_fails_the_configuration_check(tmp_path):
+    from client_helpers import lab_config, site_file
+
+    with site_file(tmp_path, lab_config()) as path:
+        os.chmod(path, 0o666)
+        results = Doctor(user=USER, run=runner(**GOOD), now=NOW).checks()
+    assert len(results) == 1 and not results[0].ok
+    assert "writable only by it" in results[0].detail and "dask_client role" in results[0].fix

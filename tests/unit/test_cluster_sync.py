@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from client_helpers import lab_config, python_with_site_file, site_file
 
-from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, slurm_phase
-from daskhpc.cluster import MAX_QUICK_FAILURES, BurstClusterBase
+from daskhpc import batch as batch_module
+from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
+from daskhpc.cluster import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase
 from daskhpc.progress import summarize
 
 DATA = Path(__file__).parent / "data" / "daskhpc"
@@ -92,13 +97,69 @@ def test_batch_system_down_is_a_batch_error(tmp_path):
 
 
 def test_submission_environment_drops_policy_overrides(monkeypatch):
+    # SBATCH_EXPORT used to be kept; now every SBATCH_*/SLURM_* input variable goes (none can change policy).
     monkeypatch.setenv("SBATCH_PARTITION", "prod")
     monkeypatch.setenv("SBATCH_QOS", "normal")
     monkeypatch.setenv("SBATCH_ACCOUNT", "research")
     monkeypatch.setenv("SBATCH_EXPORT", "ALL")
-    env = SlurmBatch().submit_environment()
-    assert "SBATCH_PARTITION" not in env and "SBATCH_QOS" not in env and "SBATCH_ACCOUNT" not in env
-    assert env["SBATCH_EXPORT"] == "ALL"
+    monkeypatch.setenv("SLURM_CONF", "/tmp/other.conf")
+    monkeypatch.setenv("SQUEUE_FORMAT", "%i")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    env = SlurmBatch().command_environment()
+    assert not [key for key in env if key.startswith(("SBATCH_", "SLURM_", "SQUEUE_"))]
+    assert env["LANG"] == "C.UTF-8"
+
+
+def test_every_batch_command_gets_the_clean_environment(tmp_path, monkeypatch):
+    log = tmp_path / "env.log"
+    script = tmp_path / "squeue"
+    script.write_text("#!/bin/sh\nenv >> %s\n" % log)
+    script.chmod(0o755)
+    monkeypatch.setenv("SLURM_CONF", "/tmp/other.conf")
+    monkeypatch.setenv("SQUEUE_STATES", "RUNNING")
+    asyncio.run(SlurmBatch(squeue=str(script), sacct="/bin/true").query(["9"]))
+    assert "SLURM_CONF" not in log.read_text() and "SQUEUE_STATES" not in log.read_text()
+
+
+# --- timeouts: a stuck batch command is a clear error, never a hang -------------------------------------
+
+
+def stuck_command(tmp_path, name):
+    """A command that never answers, through a child process (whose open pipes must not keep us waiting)."""
+    script = tmp_path / name
+    script.write_text("#!/bin/sh\nsleep 300\necho late\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_stuck_squeue_times_out_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_module, "COMMAND_TIMEOUT", 1)
+    started = time.monotonic()
+    with pytest.raises(BatchError, match="gave no answer within 1 s"):
+        asyncio.run(SlurmBatch(squeue=str(stuck_command(tmp_path, "squeue"))).query(["9"]))
+    assert time.monotonic() - started < 10
+
+
+def test_stuck_sbatch_and_scancel_time_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_module, "COMMAND_TIMEOUT", 1)
+    for name in ("sbatch", "scancel"):
+        stuck_command(tmp_path, name)
+    monkeypatch.setenv("PATH", "%s:%s" % (tmp_path, os.environ["PATH"]))
+    with site_file(tmp_path / "site", lab_config()), BurstCluster(progress=False) as cluster:
+        job = cluster._dummy_job
+        script = tmp_path / "job.sh"
+        script.write_text(job.job_script())
+        started = time.monotonic()
+        with pytest.raises(BatchError, match="sbatch .* gave no answer within 1 s"):
+            cluster.sync(job._submit_job, str(script))
+        cluster.sync(job._close_job, "42", "scancel")  # logged, not raised: closing goes on
+        assert time.monotonic() - started < 10
+
+
+def test_run_sync_times_out(tmp_path):
+    started = time.monotonic()
+    assert run_sync([str(stuck_command(tmp_path, "sinfo"))], timeout=1)[0] == 124
+    assert time.monotonic() - started < 10
 
 
 def test_release_command_lifts_the_requeue_hold():
@@ -119,8 +180,10 @@ def fake_cluster(**jobs):
     fake = SimpleNamespace(
         requeues=0, replaced=0, _quick_failures=0, workers=dict(jobs), worker_spec=spec, _futures=set(),
         loop=SimpleNamespace(add_callback=lambda f: None), progress=SimpleNamespace(update=lambda t: None),
-        _dummy_job=SimpleNamespace(log_directory=None), _correct_state=None)
+        log_directory="/home/u/.daskhpc/logs", _correct_state=None, scheduler_info={"workers": {}})
     fake.new_worker_spec = lambda: {"BurstCluster-%d" % next(counter): {"cls": None, "options": {}}}
+    fake._job_worker_names = lambda name: BurstClusterBase._job_worker_names(fake, name)
+    fake._connected_worker_names = lambda: BurstClusterBase._connected_worker_names(fake)
     return fake
 
 
@@ -184,6 +247,67 @@ def test_jobs_failing_before_any_worker_started_stop_the_resubmission():
     BurstClusterBase._replace(fake, list(fake.workers))
     assert fake.replaced == MAX_QUICK_FAILURES - 1
     assert messages and "not resubmitting" in messages[-1] and "daskhpc doctor" in messages[-1]
+
+
+# --- workers whose job is gone stop -------------------------------------------------------------------
+
+
+def connected(fake, *names):
+    fake.scheduler_info = {"workers": {"tcp://10.0.0.%d:1" % i: {"name": name} for i, name in enumerate(names)}}
+
+
+@pytest.mark.parametrize("recording,ghosts", [
+    ("squeue_running.txt", []),                      # running: its workers belong there
+    ("squeue_preempting.txt", []),                   # still running during GraceTime (retired separately)
+    ("squeue_completing.txt", []),                   # leaving the node: its workers are on their way out
+    ("squeue_requeued.txt", ["a-0", "a-1"]),         # requeued, pending again: nothing of it may still run
+    ("sacct_duplicates.txt", ["a-0", "a-1"]),        # ended
+    ("", ["a-0", "a-1"]),                            # gone from squeue and sacct
+])
+def test_connected_workers_of_a_job_that_is_not_running_are_ghosts(recording, ghosts):
+    fake = fake_cluster(a=job("9", last_phase=RUNNING, ever_ran=True), b=job("10"))
+    connected(fake, "a-0", "a-1", "unrelated")
+    states = SlurmBatch().parse_query(recorded(recording)) if recording else {}
+    BurstClusterBase.classify(fake, fake.workers, states)
+    assert sorted(BurstClusterBase.ghost_workers(fake, fake.workers)) == ghosts
+
+
+def test_ghosts_are_closed_on_the_scheduler_by_one_sync(tmp_path):
+    """One squeue call shows job 9 requeued while its worker is still connected: that worker process exits."""
+    squeue = tmp_path / "squeue"
+    squeue.write_text("#!/bin/sh\ncat %s\n" % (DATA / "squeue_requeued.txt"))
+    squeue.chmod(0o755)
+    path = tmp_path / "site" / "daskhpc.yaml"
+    with site_file(tmp_path / "site", lab_config(interface=None)), \
+            BurstCluster(progress=False, security=False, scheduler_options={"host": "127.0.0.1"}) as cluster:
+        name = "BurstCluster-ghost"
+        cluster.worker_spec[name] = {"cls": None, "options": {}, "group": ["-0"]}
+        cluster.workers[name] = SimpleNamespace(job_id="9", batch_state=None, last_phase=RUNNING, ever_ran=True,
+                                                retiring=False, missing_polls=0)
+        worker = subprocess.Popen(python_with_site_file(path) + [
+            "daskhpc.worker", cluster.scheduler_address, "--name", name + "-0", "--nthreads", "1",
+            "--memory-limit", "300MB"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert wait_until(lambda: len(cluster.scheduler_info["workers"]) == 1, 60), "the worker never connected"
+            cluster.batch = SlurmBatch(squeue=str(squeue), sacct="/bin/true", scontrol="/bin/true")
+            cluster.sync(cluster._sync_jobs)
+            worker.wait(60)  # the process exits by itself once the scheduler closed it
+            assert wait_until(lambda: not cluster.scheduler_info["workers"], 30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            cluster.workers.pop(name, None)
+            cluster.worker_spec.pop(name, None)
+    assert worker.returncode == 0, worker.stdout.read()
+
+
+def wait_until(predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 # --- progress --------------------------------------------------------------------------------

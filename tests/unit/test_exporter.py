@@ -319,8 +319,11 @@ def test_failing_command_is_an_error_not_a_crash(tmp_path):
         script.chmod(0o755)
     samples = scrape(build_registry(dict(CONFIG, slurm_bin_dir=str(bin_dir))))
     assert value(samples, "daskhpc_up") == 0
-    for source in ("state", "health", "accounting"):
-        assert value(samples, "daskhpc_scrape_errors_total", source=source) == 1
+    assert value(samples, "daskhpc_scrape_errors_total", source="state") == 1
+    assert value(samples, "daskhpc_source_up", source="state", reason="failed") == 0
+    # a controller that does not answer squeue is not asked for sdiag and sacct in the same scrape
+    for source in ("health", "accounting"):
+        assert value(samples, "daskhpc_source_up", source=source, reason="skipped") == 0
 
 
 # --- configuration and output ------------------------------------------------------------------

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from client_helpers import site_file
 from prometheus_client import generate_latest
 
 from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK
@@ -119,26 +120,28 @@ CONFIG = {"site": "hpc-pbs", "scheduler": "pbs", "partition": "burst", "qos": "b
 
 
 @pytest.fixture
-def make_cluster():
+def make_cluster(tmp_path):
     made = []
 
     def make(**kwargs):
-        cluster = PBSBurstCluster(config=dict(CONFIG), security=False, **kwargs)
+        cluster = PBSBurstCluster(security=False, **kwargs)
         made.append(cluster)
         return cluster
 
-    yield make
-    for cluster in made:
-        cluster.close()
+    with site_file(tmp_path, dict(CONFIG)):
+        yield make
+        for cluster in made:
+            cluster.close()
 
 
 def directives(script):
     return [line for line in script.splitlines() if line.startswith("#PBS")]
 
 
-def test_job_script_directive_by_directive(make_cluster):
+def test_job_script_directive_by_directive(make_cluster, tmp_path):
     cluster = make_cluster(cores=2, memory="4GiB", processes=2, walltime="02:00:00")
     script = cluster.job_script()
+    logs = tmp_path / "home" / ".daskhpc" / "logs"
     assert directives(script) == [
         "#PBS -N dask-worker",
         "#PBS -q burst",                      # the burst queue, fixed
@@ -146,6 +149,8 @@ def test_job_script_directive_by_directive(make_cluster):
         "#PBS -l select=1:ncpus=2:mem=4096MB",  # one chunk from cores= and memory=
         "#PBS -l walltime=02:00:00",          # within resources_max.walltime
         "#PBS -r y",                          # rerunnable: preempt_order R requeues it
+        "#PBS -o %s/" % logs,                 # the user's private log directory, never the working directory
+        "#PBS -e %s/" % logs,
     ]
     command = script.strip().splitlines()[-1]
     assert command.startswith("exec /opt/daskhpc/venv/bin/python -m daskhpc.worker ")
@@ -158,7 +163,7 @@ def test_default_walltime_is_the_policy_maximum(make_cluster):
 
 def test_extra_directives_kept_when_harmless(make_cluster):
     script = make_cluster(job_extra_directives=["-m n", "-W sandbox=PRIVATE"]).job_script()
-    assert directives(script)[-3:] == ["#PBS -r y", "#PBS -m n", "#PBS -W sandbox=PRIVATE"]
+    assert directives(script)[-2:] == ["#PBS -m n", "#PBS -W sandbox=PRIVATE"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -169,6 +174,11 @@ def test_extra_directives_kept_when_harmless(make_cluster):
     ({"walltime": "12:00:00"}, r"walltime=12:00:00 is too long.*at most 04:00:00"),
     ({"cores": 128}, r"cores=128 per job is too many"),
     ({"job_extra_directives": ["-q prod"]}, r"'-q prod' would change the queue"),
+    ({"job_extra_directives": ["-hq prod"]}, r"would change the queue"),        # bundled after a flag
+    ({"job_extra_directives": ["-qprod"]}, r"would change the queue"),
+    ({"job_extra_directives": ["-m n -q prod"]}, r"would change the queue"),    # several options in one line
+    ({"job_extra_directives": ["-J 1-1000"]}, r"would change the number of jobs"),
+    ({"job_extra_directives": ["-o /tmp/shared/"]}, r"would change the log files"),
     ({"job_extra_directives": ["-A research"]}, r"would change the account"),
     ({"job_extra_directives": ["-P research"]}, r"would change the project"),
     ({"job_extra_directives": ["-W group_list=research"]}, r"would change the group"),
@@ -182,6 +192,32 @@ def test_extra_directives_kept_when_harmless(make_cluster):
 def test_policy_is_enforced_before_submission(make_cluster, kwargs, message):
     with pytest.raises(PolicyError, match=message):
         make_cluster(**kwargs)
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("resource-spec", "select=4:ncpus=128", None),   # our resource_spec wins: the chunk stays the checked one
+    ("header-skip", ["-q"], "lacks '#PBS -q burst'"),
+    ("name", "x -q prod", "would change the queue"),
+])
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_dask_jobqueue_configuration_cannot_change_the_script(make_cluster, setting, value, message):
+    import dask
+
+    with dask.config.set({"jobqueue.pbs." + setting: value}):
+        if message:
+            with pytest.raises(PolicyError, match=message):
+                make_cluster()
+            return
+        script = make_cluster().job_script()
+    assert "#PBS -l select=1:ncpus=4:mem=8192MB" in directives(script) and "128" not in script
+
+
+def test_qsub_runs_without_pbs_variables(monkeypatch):
+    for key, value in (("PBS_DEFAULT", "other-server"), ("PBS_DPREFIX", "#XYZ"), ("PBS_ACCOUNT", "research"),
+                       ("PBS_QUEUE", "prod")):
+        monkeypatch.setenv(key, value)
+    env = PbsBatch().command_environment()
+    assert not [key for key in env if key.startswith("PBS_")] and env["PATH"] == os.environ["PATH"]
 
 
 def test_refused_directive_parser():

@@ -43,7 +43,7 @@ def test_user_requests_from_getent_results():
     ]
     assert filters.pki_user_requests(results) == [{
         "path": "/home/alice/.daskhpc/tls/user.pem", "privatekey_path": "/home/alice/.daskhpc/tls/user.key",
-        "subject": {"CN": "alice"}, "owner": "10001", "group": "100"}]
+        "subject": {"CN": "alice"}, "owner": "10001", "group": "100", "home": "/home/alice"}]
     assert filters.pki_missing_users(results) == ["ghost"]
 
 

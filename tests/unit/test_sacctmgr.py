@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from daskhpc.model import sacctmgr as sm
@@ -31,12 +33,27 @@ class FakeSacctmgr:
 
 class FakeModule:
     def __init__(self, params, runner, check_mode=False):
-        self.params = dict(params, sacctmgr_path="sacctmgr")
+        self.params = dict(params, sacctmgr_path="sacctmgr", command_timeout=60)
         self.check_mode = check_mode
         self._runner = runner
 
-    def run_command(self, argv):
-        return self._runner(argv)
+
+@pytest.fixture(autouse=True)
+def recorded_sacctmgr(monkeypatch):
+    """The modules run sacctmgr through sacctmgr_runner; here it answers from the fake."""
+    monkeypatch.setattr(sa, "sacctmgr_runner", lambda module: module._runner)
+
+
+def test_modules_run_sacctmgr_with_their_timeout(monkeypatch, tmp_path):
+    monkeypatch.undo()
+    hung = tmp_path / "sacctmgr"
+    hung.write_text("#!/bin/sh\nsleep 300\n")  # slurmdbd that never answers
+    hung.chmod(0o755)
+    module = FakeModule(dict(WANTED, command_timeout=1, sacctmgr_path=str(hung)), None)
+    module.params["command_timeout"] = 1
+    started = time.monotonic()
+    rc, _out, err = sa.Recorder(module)([str(hung), "show", "qos"])
+    assert rc == 124 and "gave no answer within 1s" in err and time.monotonic() - started < 5
 
 
 BURST_ROW = {"name": "burst", "description": "daskhpc burst policy for lab", "priority": "0",

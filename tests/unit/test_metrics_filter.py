@@ -1,0 +1,45 @@
+"""prometheus.yml from the site model: Dask schedulers come from each login host's discovery service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.onprem.daskhpc.plugins.filter import metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_site():
+    with open(REPO / "inventories" / "lab" / "group_vars" / "all" / "site.yml", encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["daskhpc_site"]
+
+
+def test_dask_targets_come_from_each_login_hosts_discovery_service_over_mutual_tls():
+    config = metrics.metrics_prometheus_config(lab_site(), ["ctl"], ["login1", "login2"], ["rules.yml"])
+    dask = {job["job_name"]: job for job in config["scrape_configs"]}["dask"]
+    assert "file_sd_configs" not in dask
+    # the scrape itself keeps its scheme; only discovery is over HTTPS with Prometheus's certificate
+    assert "scheme" not in dask and "tls_config" not in dask
+    assert dask["http_sd_configs"] == [{
+        "url": "https://%s:9818/targets" % host,
+        "refresh_interval": "15s",
+        "tls_config": {"ca_file": "/etc/daskhpc/tls/ca.pem", "cert_file": "/etc/daskhpc/tls/prometheus.pem",
+                       "key_file": "/etc/daskhpc/tls/prometheus.key"},
+    } for host in ("login1", "login2")]
+
+
+def test_the_discovery_port_comes_from_the_model():
+    site = lab_site()
+    site["metrics"]["discovery_port"] = 19818
+    config = metrics.metrics_prometheus_config(site, ["ctl"], ["login"], [])
+    dask = {job["job_name"]: job for job in config["scrape_configs"]}["dask"]
+    assert dask["http_sd_configs"][0]["url"] == "https://login:19818/targets"
+
+
+def test_no_login_host_is_an_error_with_its_fix():
+    with pytest.raises(AnsibleFilterError, match="inventory group login"):
+        metrics.metrics_prometheus_config(lab_site(), ["ctl"], [], [])
