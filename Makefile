@@ -7,9 +7,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/.collections
 INVENTORY ?= inventories/lab
 COLLECTION_LINK := .collections/ansible_collections/onprem/daskhpc
-# One lab per machine: every target that touches it holds this lock.
+# One lab per machine: every target that touches it holds this lock, unless the caller already
+# holds it for a whole run (.ci/run sets DASKHPC_LAB_LOCKED).
 LAB_LOCK := /tmp/daskhpc-lab.lock
-WITH_LAB := flock $(LAB_LOCK)
+WITH_LAB := $(if $(DASKHPC_LAB_LOCKED),,flock $(LAB_LOCK))
 
 .PHONY: lab lab-up lab-down lab-destroy test test-fast test-lab venv lint unit converge build bench audit
 
