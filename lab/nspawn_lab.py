@@ -141,9 +141,10 @@ def build_image():
 
 
 def unit_files(root):
-    """Services that packages enabled: systemd units (*.wants symlinks) and LSB init scripts (e.g. slapd)."""
+    """Units that packages enabled: services, sockets (e.g. mariadb.socket), timers, LSB scripts (e.g. slapd)."""
     wants = root / "etc" / "systemd" / "system"
-    units = [link.name for link in wants.glob("*.wants/*.service") if link.is_symlink()]
+    units = [link.name for link in wants.glob("*.wants/*") if link.is_symlink()
+             and link.suffix in (".service", ".socket", ".timer")]
     units += [script.name + ".service" for script in (root / "etc" / "init.d").glob("*")]
     return units
 

@@ -97,9 +97,8 @@ def compute_host_of(jobs):
     return host, by_node[host]
 
 
-def wait_back_in_service(host, timeout):
-    """Seconds until the host's node is idle or mixed again (sinfo on ctl), or fail."""
-    started = time.monotonic()
+def wait_back_in_service(host, since, timeout):
+    """Seconds from `since` (time.monotonic()) until the host's node is idle or mixed again (sinfo on ctl)."""
     seen = []
 
     def back():
@@ -110,7 +109,7 @@ def wait_back_in_service(host, timeout):
 
     assert wait_until(back, timeout, step=2), "node %s not back in service after %ss: states %s" % (
         host, timeout, " -> ".join(seen))
-    return time.monotonic() - started
+    return time.monotonic() - since
 
 
 def slurmd_timeout():
@@ -127,7 +126,7 @@ def assert_exact(result):
 def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_env, user_script):
     script, proc, jobs, _ = start_computation(user_script)
     host, lost = compute_host_of(jobs)
-    restored = False
+    restored_at = None
     try:
         harness("cut", host)
         cut_at = time.monotonic()
@@ -139,21 +138,23 @@ def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_e
             if not proc.running():
                 raise
             finished_while_cut = False
+        state_while_cut = node_state(host)
         cut_for = time.monotonic() - cut_at
         harness("restore", host)
-        restored = True
+        restored_at = time.monotonic()
         if not finished_while_cut:
             outcome = script.event("result", 900)
     finally:
-        if not restored:
+        if restored_at is None:
             harness("restore", host)
     script.mark("restored")
     result = result_of(proc.finish(300))
-    print("link of %s (jobs %s) cut for %.0f s; result %s the cut, %.0f s after it, with %d workers left"
-          % (host, ",".join(lost), cut_for, "during" if finished_while_cut else "only after",
-             outcome["seconds"], outcome["workers"]))
+    print("link of %s (jobs %s) cut for %.0f s (slurmctld saw the node %s); result %s the cut, %.0f s after it, "
+          "with %d workers left" % (host, ",".join(lost), cut_for, state_while_cut,
+                                    "during" if finished_while_cut else "only after", outcome["seconds"],
+                                    outcome["workers"]))
     assert_exact(result)
-    back = wait_back_in_service(host, slurmd_timeout() + 180)
+    back = wait_back_in_service(host, restored_at, slurmd_timeout() + 180)
     print("node %s back in service %.0f s after its link was restored" % (host, back))
 
 
@@ -164,15 +165,17 @@ def test_computation_survives_a_compute_host_powered_off_and_the_node_returns(si
         harness("stop", host)
         script.mark("fault")
         outcome = script.event("result", 900)
+        state_while_off = node_state(host)
     finally:
-        harness("start", host)
+        harness("start", host)  # returns once the host answers SSH again
+    started_at = time.monotonic()
     script.mark("restored")
     result = result_of(proc.finish(300))
-    print("host %s (jobs %s) powered off mid-computation; result %.0f s after, with %d workers left"
-          % (host, ",".join(lost), outcome["seconds"], outcome["workers"]))
+    print("host %s (jobs %s) powered off mid-computation (slurmctld saw the node %s); result %.0f s after, "
+          "with %d workers left" % (host, ",".join(lost), state_while_off, outcome["seconds"], outcome["workers"]))
     assert_exact(result)
-    back = wait_back_in_service(host, slurmd_timeout() + 300)
-    print("node %s back in service %.0f s after the host was powered on" % (host, back))
+    back = wait_back_in_service(host, started_at, slurmd_timeout() + 300)
+    print("node %s back in service %.0f s after the host was up again" % (host, back))
 
 
 def live_jobs(jobs):
