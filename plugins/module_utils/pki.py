@@ -41,10 +41,10 @@ from .safepath import PathRefused, open_dir
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096")
 PROFILES = ("host", "service", "user")
 # The profile is recorded in the certificate as a policy OID so a profile change is visible even where
-# two profiles share their key usages. The arc is 2.25.<random number>, kept below 2**63: Go before 1.22
+# two profiles share their key usages. The arc is 2.25.<random number>, kept below 2**31: Go before 1.22
 # (Debian 12's Prometheus) refuses any certificate whose policy OID has a larger arc ("x509: invalid
 # certificate policies"), so a 128-bit UUID arc would keep Prometheus from using or trusting our certificates.
-PROFILE_ARC = "2.25.4007233833218354770"
+PROFILE_ARC = "2.25.576294205"
 PROFILE_POLICIES = {name: x509.ObjectIdentifier("%s.%d" % (PROFILE_ARC, i)) for i, name in enumerate(PROFILES, 1)}
 USER_OU = "users"
 REVOCATION_REASONS = {
