@@ -112,6 +112,20 @@ def wait_back_in_service(host, since, timeout):
     return time.monotonic() - since
 
 
+def wait_noticed(host, since, timeout):
+    """(seconds from `since`, state) once slurmctld has marked the node unreachable (not responding '*',
+    or down): only then does its return to service show anything."""
+
+    def noticed():
+        state = node_state(host)
+        return state if state.endswith("*") or state.startswith(("down", "fail")) else None
+
+    state = wait_until(noticed, timeout - (time.monotonic() - since), step=2)
+    assert state, "slurmctld did not notice within %ss that %s was unreachable (state %s)" % (
+        timeout, host, node_state(host))
+    return time.monotonic() - since, state
+
+
 def slurmd_timeout():
     return int(slurm_config("SlurmdTimeout").split()[0])
 
@@ -124,6 +138,8 @@ def assert_exact(result):
 
 
 def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_env, user_script):
+    """The link stays down until the result is in and slurmctld has marked the node unreachable;
+    then it comes back and the node must return to service by itself (ReturnToService)."""
     script, proc, jobs, _ = start_computation(user_script)
     host, lost = compute_host_of(jobs)
     restored_at = None
@@ -138,7 +154,7 @@ def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_e
             if not proc.running():
                 raise
             finished_while_cut = False
-        state_while_cut = node_state(host)
+        noticed_after, state = wait_noticed(host, cut_at, slurmd_timeout() + 120)
         cut_for = time.monotonic() - cut_at
         harness("restore", host)
         restored_at = time.monotonic()
@@ -149,30 +165,34 @@ def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_e
             harness("restore", host)
     script.mark("restored")
     result = result_of(proc.finish(300))
-    print("link of %s (jobs %s) cut for %.0f s (slurmctld saw the node %s); result %s the cut, %.0f s after it, "
-          "with %d workers left" % (host, ",".join(lost), cut_for, state_while_cut,
-                                    "during" if finished_while_cut else "only after", outcome["seconds"],
-                                    outcome["workers"]))
+    print("link of %s (jobs %s) cut for %.0f s: result %s the cut, %.0f s after it, with %d workers left; "
+          "slurmctld marked the node %s after %.0f s" % (
+              host, ",".join(lost), cut_for, "during" if finished_while_cut else "only after", outcome["seconds"],
+              outcome["workers"], state, noticed_after))
     assert_exact(result)
     back = wait_back_in_service(host, restored_at, slurmd_timeout() + 180)
     print("node %s back in service %.0f s after its link was restored" % (host, back))
 
 
 def test_computation_survives_a_compute_host_powered_off_and_the_node_returns(site_env, user_script):
+    """The host stays off until the result is in and slurmctld has marked the node unreachable; once it
+    is powered on again its node must return to service by itself."""
     script, proc, jobs, _ = start_computation(user_script)
     host, lost = compute_host_of(jobs)
     try:
         harness("stop", host)
+        stopped_at = time.monotonic()
         script.mark("fault")
         outcome = script.event("result", 900)
-        state_while_off = node_state(host)
+        noticed_after, state = wait_noticed(host, stopped_at, slurmd_timeout() + 120)
     finally:
         harness("start", host)  # returns once the host answers SSH again
     started_at = time.monotonic()
     script.mark("restored")
     result = result_of(proc.finish(300))
-    print("host %s (jobs %s) powered off mid-computation (slurmctld saw the node %s); result %.0f s after, "
-          "with %d workers left" % (host, ",".join(lost), state_while_off, outcome["seconds"], outcome["workers"]))
+    print("host %s (jobs %s) powered off mid-computation: result %.0f s after, with %d workers left; slurmctld "
+          "marked the node %s after %.0f s" % (host, ",".join(lost), outcome["seconds"], outcome["workers"], state,
+                                              noticed_after))
     assert_exact(result)
     back = wait_back_in_service(host, started_at, slurmd_timeout() + 300)
     print("node %s back in service %.0f s after the host was up again" % (host, back))
