@@ -44,6 +44,8 @@ import sys
 import threading
 import time
 
+from daskhpc.identity import certificate_identity
+
 log = logging.getLogger("daskhpc.discovery_serve")
 
 SUFFIX = ".json"
@@ -289,37 +291,13 @@ class TLSFiles:
         return ctx
 
 
-def client_identity(der):
-    """(names, is_service) of a verified client certificate: CN and SANs, and whether the site CA
-    issued it with the service profile (user and host certificates are not Prometheus's)."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    from daskhpc.model.pki import PROFILE_POLICIES
-
-    cert = x509.load_der_x509_certificate(der)
-    names = {attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names |= {str(value) for value in sans.get_values_for_type(x509.DNSName)}
-        names |= {str(value) for value in sans.get_values_for_type(x509.IPAddress)}
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
-        is_service = any(p.policy_identifier == PROFILE_POLICIES["service"] for p in policies)
-    except x509.ExtensionNotFound:
-        is_service = False
-    return names, is_service
-
-
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "daskhpc-discovery"
     timeout = TIMEOUT_SECONDS
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         der = self.connection.getpeercert(binary_form=True)
-        names, is_service = client_identity(der) if der else (set(), False)
+        names, is_service = certificate_identity(der) if der else (set(), False)
         if not is_service or not names & self.server.allowed:
             log.warning("refused %s: certificate for %s is not Prometheus's (%s)", self.client_address[0],
                         ",".join(sorted(names)), ",".join(sorted(self.server.allowed)))

@@ -90,8 +90,15 @@ def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, ale
             },
             {
                 # Each login host's discovery service lists its live schedulers, labelled with their
-                # owners; Dask serves its own /metrics on the dashboard port (plain HTTP for now).
+                # owners. Each scheduler serves /metrics over mutual TLS and lets in only its owner and
+                # this service certificate (daskhpc/owner_http.py). The scheduler presents its owner's user
+                # certificate, which names no host, so Prometheus cannot match it against the target
+                # address: it skips that check. Targets are vetted by the discovery service instead
+                # (a socket of the labelled user on that host), and the data is protected by the
+                # scheduler's check of Prometheus's certificate.
                 "job_name": "dask",
+                "scheme": "https",
+                "tls_config": dict(discovery_tls or DISCOVERY_TLS, insecure_skip_verify=True),
                 "http_sd_configs": [{
                     "url": "https://%s:%d/targets" % (host, metrics["discovery_port"]),
                     "refresh_interval": metrics["scrape_interval"],

@@ -353,7 +353,7 @@ def test_nobody_else_can_remove_entries(targets):
 class FakeCluster:
     def __init__(self, host, port, cluster_id="Scheduler-abc"):
         self.scheduler_info = {"address": "tls://%s:40001" % host, "id": cluster_id,
-                               "services": {"dashboard": port}}
+                               "services": {"metrics": port}}
 
 
 def test_register_is_served_and_does_not_block_on_planted_fifos(targets):
