@@ -23,8 +23,8 @@ def _model(site):
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0", min_interval_seconds=10,
-                            slow_interval_seconds=60, slurm_bin_dir=""):
+def metrics_exporter_config(site, ledger_path=None, *, listen_address="127.0.0.1", min_interval_seconds=10,
+                            slow_interval_seconds=60, slurm_bin_dir="", tls=None):
     """The exporter's YAML configuration (see daskhpc/exporter.py).
 
     A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
@@ -47,6 +47,9 @@ def metrics_exporter_config(site, ledger_path=None, *, listen_address="0.0.0.0",
         "slurm_bin_dir": slurm_bin_dir,
         "scrape_budget_seconds": budget,
         "command_timeout_seconds": round(budget * 5 / 8, 1),
+        # cert, key, ca, crl and allow (the names in Prometheus's service certificate); without it the
+        # exporter serves loopback only.
+        "tls": dict(tls) if tls else None,
     }
 
 
@@ -58,9 +61,11 @@ DISCOVERY_TLS = {
 
 
 def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
-                              prometheus_host="localhost", discovery_tls=None):
+                              prometheus_host="localhost", discovery_tls=None, self_basic_auth=None):
     """prometheus.yml as a mapping: the exporter, Prometheus itself, and the Dask schedulers that each
-    login host's discovery service lists (http_sd over mutual TLS, Prometheus's own service certificate)."""
+    login host's discovery service lists. Every scrape and the discovery run over TLS, with Prometheus's
+    own service certificate as the client certificate; Prometheus's own web endpoint also asks for basic
+    auth (``self_basic_auth``: username and password_file), which its self-scrape presents."""
     model = _model(site)
     metrics = model["metrics"]
     if not exporter_hosts:
@@ -69,6 +74,7 @@ def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, ale
     if not login_hosts:
         raise AnsibleFilterError("metrics_prometheus_config: no login host. Fix: put the hosts where users start "
                                  "Dask clusters (where the dask_discovery role runs) in the inventory group login")
+    tls = dict(discovery_tls or DISCOVERY_TLS)
     config = {
         "global": {
             "scrape_interval": metrics["scrape_interval"],
@@ -77,12 +83,17 @@ def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, ale
         },
         "rule_files": list(rule_files),
         "scrape_configs": [
-            {
+            dict({
                 "job_name": "prometheus",
+                "scheme": "https",
+                "tls_config": {"ca_file": tls["ca_file"]},
                 "static_configs": [{"targets": ["%s:%d" % (prometheus_host, metrics["prometheus_port"])]}],
-            },
+            }, **({"basic_auth": dict(self_basic_auth)} if self_basic_auth else {})),
             {
+                # The exporter serves only this service certificate (mutual TLS), under its host's name.
                 "job_name": "daskhpc_exporter",
+                "scheme": "https",
+                "tls_config": dict(tls),
                 "static_configs": [{
                     "targets": ["%s:%d" % (host, metrics["exporter_port"]) for host in exporter_hosts],
                     "labels": {"site": model["name"], "scheduler": model["scheduler"]},
@@ -98,11 +109,11 @@ def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, ale
                 # scheduler's check of Prometheus's certificate.
                 "job_name": "dask",
                 "scheme": "https",
-                "tls_config": dict(discovery_tls or DISCOVERY_TLS, insecure_skip_verify=True),
+                "tls_config": dict(tls, insecure_skip_verify=True),
                 "http_sd_configs": [{
                     "url": "https://%s:%d/targets" % (host, metrics["discovery_port"]),
                     "refresh_interval": metrics["scrape_interval"],
-                    "tls_config": dict(discovery_tls or DISCOVERY_TLS),
+                    "tls_config": dict(tls),
                 } for host in login_hosts],
             },
         ],

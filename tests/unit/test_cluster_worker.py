@@ -98,7 +98,8 @@ def test_a_workers_http_server_serves_only_health_on_loopback(scheduler, optiona
     user_config = tmp_path / "dask"
     user_config.mkdir()
     (user_config / "mine.yaml").write_text(
-        "distributed:\n  worker:\n    http:\n      routes: [distributed.http.worker.prometheus, distributed.http.health]\n")
+        "distributed:\n  worker:\n    http:\n"
+        "      routes: [distributed.http.worker.prometheus, distributed.http.health]\n")
     proc = subprocess.Popen(worker_argv(optional_site, scheduler.scheduler.address, "probe-0"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, DASK_CONFIG=str(user_config)))
