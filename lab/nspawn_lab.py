@@ -136,7 +136,7 @@ def build_image():
         if path.exists():
             path.unlink()
     (staging / "etc" / "machine-id").write_text("")
-    (staging / "etc" / "daskhpc-lab-image").write_text("baked: %s\n" % " ".join(packages()))
+    (staging / "etc" / "daskhpc-lab-image").write_text("baked: %s\n" % " ".join(packages()))  # image_is_current
     staging.rename(IMAGE)
 
 
@@ -259,8 +259,21 @@ def publish_names(hosts):
         HOSTS_FILE.write_text(text)  # in place: /etc/hosts may be a bind mount
 
 
+def image_is_current():
+    """Whether the image holds every package packages.txt lists now (a longer list baked earlier is fine)."""
+    stamp = IMAGE / "etc" / "daskhpc-lab-image"
+    if not stamp.exists():
+        return False
+    baked = set(stamp.read_text().split()[1:])
+    return set(packages()) <= baked
+
+
 def up():
     hosts, settings = lab_hosts()
+    if IMAGE.exists() and not image_is_current():
+        # Hosts are overlays on the image: a new image means new hosts. The converge rebuilds the rest.
+        log("packages.txt lists packages the image lacks: rebuilding the lab from nothing")
+        destroy()
     build_image()
     ssh_key()
     HOME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)

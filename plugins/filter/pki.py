@@ -98,12 +98,14 @@ def pki_missing_users(getent_results):
             if not ((r.get("ansible_facts") or {}).get("getent_passwd") or {}).get(r.get("item"))]
 
 
-def pki_staging_requests(certs, staging_dir, host_sans):
+def pki_staging_requests(certs, staging_dir, host_sans, public_keys=None):
     """certificate_batch items for a host's certificates, issued into the CA host's staging directory.
 
     Subject CN is the host's first SAN; service certificates add their own SANs to the host's.
-    The staged files stay root's (0600 keys): owners are set where they are installed.
+    ``public_keys`` maps a certificate's name to the PEM public key of the key made on the host
+    itself: the CA signs it and no private key is made or staged on the CA host.
     """
+    public_keys = dict(public_keys or {})
     host_sans = list(host_sans or [])
     if not host_sans:
         raise AnsibleFilterError("pki_client_host_sans is empty. Fix: give at least the host's name")
@@ -119,6 +121,8 @@ def pki_staging_requests(certs, staging_dir, host_sans):
             "subject_alt_names": sans,
             "profile": cert.get("profile", "service"),
         })
+        if cert["name"] in public_keys:
+            items[-1]["public_key"] = public_keys[cert["name"]]
     return items
 
 

@@ -530,6 +530,17 @@ def normalise_request(req, defaults=None):
     key_type = merged.setdefault("key_type", "ecdsa-p256")
     if key_type not in KEY_TYPES:
         raise PkiError("%s: key type %r is not supported" % (label, key_type), "use one of: %s" % ", ".join(KEY_TYPES))
+    if merged.get("public_key"):
+        # The key was made on the host that uses it: the CA signs its public half and never holds a private key.
+        try:
+            given = serialization.load_pem_public_key(str(merged["public_key"]).encode())
+        except (ValueError, TypeError):
+            raise PkiError("%s: public_key is not a PEM public key" % label,
+                           "give the public half of the host's key (community.crypto.openssl_publickey)") from None
+        if key_type_of(given) != key_type:
+            raise PkiError("%s: public_key is a %s key, not %s" % (label, key_type_of(given), key_type),
+                           "make the host's key of type %s, or set key_type to match it" % key_type)
+        merged["given_key"] = given
     for field in ("days", "renew_before_days"):
         value = merged.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if field == "days" else 0):
@@ -544,6 +555,8 @@ def normalise_request(req, defaults=None):
 def plan_leaf(req, ca, now=None):
     """Decide whether a leaf must be (re-)issued. Returns (reasons, existing_key, existing_cert)."""
     now = now or utcnow()
+    if req.get("given_key") is not None:
+        return _plan_signed_key(req, ca, now)
     key_pem, cert_pem = read_leaf(req, req["privatekey_path"]), read_leaf(req, req["path"])
     key = cert = None
     reasons = []
@@ -565,6 +578,28 @@ def plan_leaf(req, ca, now=None):
         return reasons, key, None
     if key is not None and public_key_bytes(key) != public_key_bytes(cert.public_key()):
         reasons.append("certificate does not match the key")
+    reasons += _cert_reasons(req, ca, cert, cert_pem, now)
+    return reasons, key, cert
+
+
+def _plan_signed_key(req, ca, now):
+    """plan_leaf for a key made elsewhere (``public_key``): only the certificate is kept here."""
+    cert_pem = read_leaf(req, req["path"])
+    try:
+        cert = load_certs(cert_pem)[0] if cert_pem is not None else None
+    except ValueError:
+        cert = None
+    if cert is None:
+        return ["no certificate"], None, None
+    reasons = []
+    if public_key_bytes(req["given_key"]) != public_key_bytes(cert.public_key()):
+        reasons.append("certificate does not match the host's key")
+    return reasons + _cert_reasons(req, ca, cert, cert_pem, now), None, cert
+
+
+def _cert_reasons(req, ca, cert, cert_pem, now):
+    """Why an existing certificate no longer fits its request (name, SANs, chain, profile, expiry)."""
+    reasons = []
     if cert.subject != req["subject_name"]:
         reasons.append("subject %s -> %s" % (cert.subject.rfc4514_string(), req["subject_name"].rfc4514_string()))
     if cert_sans(cert) != req["sans"]:
@@ -578,7 +613,7 @@ def plan_leaf(req, ca, now=None):
         reasons.append("renewal window: expires %s" % isoformat(cert.not_valid_after_utc))
     if req.get("force") and not reasons:
         reasons.append("forced")
-    return reasons, key, cert
+    return reasons
 
 
 def describe_cert(cert):
@@ -610,7 +645,10 @@ def read_leaf(req, path):
 def repair_leaf_files(req, check_mode=False):
     """Give the existing files their modes and owners (through their descriptors); True if any was wrong."""
     changed = False
-    for path, mode in ((req["privatekey_path"], req.get("key_mode", 0o600)), (req["path"], req.get("mode", 0o644))):
+    files = [(req["path"], req.get("mode", 0o644))]
+    if req.get("given_key") is None:  # a key made on its own host is not here
+        files.insert(0, (req["privatekey_path"], req.get("key_mode", 0o600)))
+    for path, mode in files:
         with leaf_dir(req, path) as directory:
             changed |= directory.fix(os.path.basename(path), mode, uid=req.get("uid"), gid=req.get("gid"),
                                      check_mode=check_mode)
@@ -966,11 +1004,14 @@ def ensure_certificates(ca_dir, passphrase, requests, *, defaults=None, check_mo
             result["after"] = {"serial": "(new)", "subject": req["subject_name"].rfc4514_string(),
                                "sans": req["sans"]}
             if not check_mode:
-                if key is None or req.get("rotate_key"):
+                if req.get("given_key") is not None:
+                    public, key, new_key = req["given_key"], None, False
+                elif key is None or req.get("rotate_key"):
                     key, new_key = generate_key(req["key_type"]), True
+                    public = key.public_key()
                 else:
-                    new_key = False
-                new = ca.sign(key.public_key(), req["subject_name"], req["san_names"], profile=req["profile"],
+                    new_key, public = False, key.public_key()
+                new = ca.sign(public, req["subject_name"], req["san_names"], profile=req["profile"],
                               days=req["days"], now=now)
                 records.append(ledger_record(new, req, now, requested_by, reasons))
                 pending.append((req, key if new_key else None, new, result))

@@ -73,6 +73,14 @@ options:
     description: Generate a new key whenever the certificate is re-issued.
     type: bool
     default: false
+  public_key:
+    description:
+      - PEM public key of a key generated on the host that uses it (e.g. by
+        M(community.crypto.openssl_privatekey) and M(community.crypto.openssl_publickey) there).
+      - The CA signs it and writes only the certificate; no private key is made, read or written here,
+        and I(privatekey_path), I(rotate_key) and I(privatekey_mode) do not apply.
+      - The certificate is re-issued when it does not carry this key.
+    type: str
   force:
     description: Re-issue even if nothing changed.
     type: bool
@@ -178,7 +186,7 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
                 "renew_before_days", "rotate_key", "force", "owner", "group", "mode", "privatekey_mode",
-                "create_dirs", "dir_mode", "backup", "home")
+                "create_dirs", "dir_mode", "backup", "home", "public_key")
 
 
 def to_request(params):
@@ -213,6 +221,7 @@ def main():
             "dir_mode": {"type": "raw", "default": "0700"},
             "backup": {"type": "bool", "default": False},
             "home": {"type": "path"},
+            "public_key": {"type": "str"},
         },
         supports_check_mode=True,
     )

@@ -349,3 +349,43 @@ def test_bad_serial_text_is_refused():
     with pytest.raises(pki.PkiError, match="not a hex serial"):
         pki.normalise_serial("xyz")
     assert pki.normalise_serial("0x0a:bc") == "ABC"
+
+
+# --- keys made on their own host: the CA signs a public key and never holds the private one ---------
+
+
+def public_pem(key):
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_a_public_key_from_the_host_is_signed_and_no_private_key_is_made_here(ca_dir, tmp_path):
+    host_key = pki.generate_key("ecdsa-p256")
+    result, records = issue(ca_dir, tmp_path, public_key=public_pem(host_key))
+    assert result["changed"] and len(records) == 1
+    cert = read_cert(result["path"])[0]
+    assert pki.public_key_bytes(cert.public_key()) == pki.public_key_bytes(host_key)
+    assert not os.path.exists(result["privatekey_path"])
+    again, records = issue(ca_dir, tmp_path, public_key=public_pem(host_key))
+    assert not again["changed"] and records == []
+    assert not os.path.exists(result["privatekey_path"])
+
+
+def test_a_new_host_key_gets_a_new_certificate(ca_dir, tmp_path):
+    first, _ = issue(ca_dir, tmp_path, public_key=public_pem(pki.generate_key("ecdsa-p256")))
+    replaced = pki.generate_key("ecdsa-p256")
+    second, _ = issue(ca_dir, tmp_path, public_key=public_pem(replaced))
+    assert second["changed"] and "certificate does not match the host's key" in second["reasons"]
+    assert pki.public_key_bytes(read_cert(second["path"])[0].public_key()) == pki.public_key_bytes(replaced)
+    assert second["after"]["serial"] != first["after"]["serial"]
+
+
+@pytest.mark.parametrize("given, match", [("not a key", "not a PEM public key"),
+                                          ("rsa", "is a rsa-2048 key, not ecdsa-p256")])
+def test_a_bad_public_key_is_refused_with_its_fix(ca_dir, tmp_path, given, match):
+    text = public_pem(pki.generate_key("rsa-2048")) if given == "rsa" else given
+    with pytest.raises(pki.PkiError, match=match):
+        issue(ca_dir, tmp_path, public_key=text)
+    assert not os.path.exists(tmp_path / "out" / "host.pem")
