@@ -178,3 +178,23 @@ def test_users_cannot_read_the_exporter_or_prometheus(lab):
     password = secrets()["daskhpc_prometheus_password"]
     assert sh(*CURL, "--cacert", "/etc/daskhpc/tls/ca.pem", "-K", "-", prometheus, host=DIRECTORY,
               input='user = "daskhpc-admin:%s"\n' % password).stdout == "200"  # not in argv
+
+
+# --- what listens where -------------------------------------------------------------------------------
+
+# Daemons that listen on every interface by design: sshd, and SLURM's daemons (slurmctld 6817, slurmd
+# 6818, slurmdbd 6819; authenticated with MUNGE). Everything else listens on its host's own address
+# or on loopback, as its role chose.
+WILDCARD_OK = {22, 6817, 6818, 6819}
+
+
+@pytest.mark.parametrize("host", ["ctl", "login", "svc", "cn1"])
+def test_nothing_else_listens_on_every_interface(lab, host):
+    listening = sh("ss", "-Hltn", host=host).stdout.split("\n")
+    wildcard = set()
+    for line in filter(None, listening):
+        local = line.split()[3]
+        address, port = local.rsplit(":", 1)
+        if address in ("0.0.0.0", "*", "[::]"):
+            wildcard.add(int(port))
+    assert wildcard <= WILDCARD_OK, "%s listens on every interface on ports %s" % (host, sorted(wildcard - WILDCARD_OK))
