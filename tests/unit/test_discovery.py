@@ -59,16 +59,21 @@ def test_no_dashboard_or_no_directory_does_not_break_the_cluster(tmp_path):
     assert discovery.register(FakeCluster(), directory=str(tmp_path / "missing")) is None
 
 
-def test_scheduler_object_is_accepted():
+def test_scheduler_object_is_accepted_by_its_mutual_tls_metrics_port_only():
     class Server:
         port = 8123
 
     class Scheduler:
         address = "tcp://127.0.0.1:9999"
         id = "Scheduler-xyz"
-        http_server = Server()
+        http_server = Server()  # the dashboard: never published
 
-    assert discovery.scheduler_endpoint(Scheduler()) == ("Scheduler-xyz", "127.0.0.1:8123")
+    class OwnerScheduler(Scheduler):
+        metrics_server = type("Metrics", (), {"port": 8443})()
+
+    assert discovery.scheduler_endpoint(OwnerScheduler()) == ("Scheduler-xyz", "127.0.0.1:8443")
+    with pytest.raises(ValueError, match="no /metrics over mutual TLS"):
+        discovery.scheduler_endpoint(Scheduler())
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "a b"])
