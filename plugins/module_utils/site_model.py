@@ -1570,6 +1570,39 @@ def slurm_partitions(model):
     return lines
 
 
+def inventory_problems(model, compute_hosts, group="compute"):
+    """Where the inventory's compute hosts and the model's node groups disagree, each with its fix.
+
+    A node is matched by its short name (``cn001`` for ``cn001.hpc.example.org``); emulated nodes by
+    the host they run on (node_groups[].hostname).
+    """
+    wanted = {}  # inventory host (short name) -> the node_groups field that needs it
+    for i, node_group in enumerate(model["node_groups"]):
+        field = "node_groups[%d].nodes" % i
+        for host in [node_group["hostname"]] if node_group["hostname"] else node_group["node_names"]:
+            wanted.setdefault(host, field)
+    have = {}
+    for host in compute_hosts:
+        have.setdefault(str(host).split(".")[0], str(host))
+    problems = []
+    missing = sorted(h for h in wanted if h not in have and h not in ("localhost", "127.0.0.1"))
+    for host in missing[:16]:
+        problems.append("%s: node %s has no host in the inventory group %s. Fix: add %s (or its FQDN) to the "
+                        "inventory group %s, or remove it from %s" % (wanted[host], host, group, host, group,
+                                                                       wanted[host]))
+    if len(missing) > 16:
+        problems.append("%s: %d more nodes have no host in the inventory group %s" % (group, len(missing) - 16,
+                                                                                       group))
+    extra = sorted(have[h] for h in have if h not in wanted)
+    for host in extra[:16]:
+        problems.append("inventory group %s: host %s is no node of any node group. Fix: add it to a node "
+                        "group's nodes in daskhpc_site, or take it out of the group %s" % (group, host, group))
+    if len(extra) > 16:
+        problems.append("inventory group %s: %d more hosts are no node of any node group" % (group,
+                                                                                            len(extra) - 16))
+    return problems
+
+
 def emulated_nodes(model, hostname=None):
     """Nodes whose slurmd runs on a shared host (the lab), with their ports."""
     return [
