@@ -30,8 +30,8 @@ def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, al
     model = model_of(model)
     metrics = model["metrics"]
     if not exporter_hosts:
-        raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the SLURM controller "
-                                 "(where the slurm_exporter role runs) in the inventory group slurm_controller")
+        raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the batch system's controller "
+                                 "(where the slurm_exporter role runs) in the inventory group controller")
     if not login_hosts:
         raise AnsibleFilterError("metrics_prometheus_config: no login host. Fix: put the hosts where users start "
                                  "Dask clusters (where the dask_discovery role runs) in the inventory group login")

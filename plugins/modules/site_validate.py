@@ -29,6 +29,13 @@ options:
       - Not checked when left out.
     type: list
     elements: str
+  lenient:
+    description:
+      - Never fail on a bad model; return the model as written (wrong types replaced by their defaults)
+        in RV(model) and the problems in RV(errors), and publish no fact. For reports on an invalid site
+        (playbooks/audit.yml), never for deploying.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -77,7 +84,7 @@ summary:
   sample: {partitions: 3, production: 2, burst: 1, total_cores: 48, burst_max_cores: 24}
 errors:
   description: Every problem found, each naming its field and its fix.
-  returned: failure
+  returned: failure, or always with O(lenient=true)
   type: list
   elements: str
 """
@@ -92,8 +99,12 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils.site_model import (
 
 def main():
     module = AnsibleModule(argument_spec={"site": {"type": "dict", "required": True},
-                                          "compute_hosts": {"type": "list", "elements": "str"}},
+                                          "compute_hosts": {"type": "list", "elements": "str"},
+                                          "lenient": {"type": "bool", "default": False}},
                            supports_check_mode=True)
+    if module.params["lenient"]:
+        model, errors = validate(module.params["site"], lenient=True)
+        module.exit_json(changed=False, model=model.as_dict(), errors=errors)
     try:
         model = validate(module.params["site"])
     except SiteModelError as exc:
