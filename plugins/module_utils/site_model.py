@@ -1329,22 +1329,39 @@ def _salvage(raw):
             if merged.get(key) is not None and default is not None and not _same_kind(merged[key], default):
                 merged[key] = copy.deepcopy(default)
         model[section] = merged
+    groups = _salvage_node_groups(raw.get("node_groups"))
+    parts = _salvage_partitions(raw.get("partitions"), {g["name"]: g["node_names"] for g in groups})
+    model["node_groups"] = groups
+    model["partitions"] = parts
+    model["groups"] = [dict({"description": ""}, **g) for g in _mappings(raw.get("groups"))
+                       if isinstance(g.get("name"), str)]
+    model["total_cores"] = sum(g["cpus"] * len(g["node_names"]) for g in groups)
+    burst = model["burst"]
+    try:
+        burst["max_walltime_minutes"] = slurm_time_minutes(burst["max_walltime"])
+    except ValueError:
+        burst["max_walltime_minutes"] = None
+    share = burst["max_share_percent"]
+    burst["max_cores"] = int(model["total_cores"] * share / 100) if 0 < share <= 100 else 0
+    return model
+
+
+def _salvage_node_groups(value):
     groups = []
-    for group in _mappings(raw.get("node_groups")):
-        if not isinstance(group.get("name"), str):
-            continue
-        try:
-            names = _hosts(_Checker(), "", group.get("nodes"), MAX_NODES)
-        except (TypeError, ValueError):
-            names = []
-        groups.append(dict(NODE_GROUP_DEFAULTS, **{
-            "name": group["name"], "nodes": _str_or(group.get("nodes"), ""),
-            "cpus": group["cpus"] if _is_int(group.get("cpus")) else 0,
-            "memory_mb": group["memory_mb"] if _is_int(group.get("memory_mb")) else 0,
-            "features": _strings(group.get("features")), "node_names": names}))
-    nodes_of = {g["name"]: g["node_names"] for g in groups}
+    for group in _mappings(value):
+        if isinstance(group.get("name"), str):
+            groups.append(dict(NODE_GROUP_DEFAULTS, **{
+                "name": group["name"], "nodes": _str_or(group.get("nodes"), ""),
+                "cpus": group["cpus"] if _is_int(group.get("cpus")) else 0,
+                "memory_mb": group["memory_mb"] if _is_int(group.get("memory_mb")) else 0,
+                "features": _strings(group.get("features")),
+                "node_names": _hosts(_Checker(), "", group.get("nodes"), MAX_NODES)}))
+    return groups
+
+
+def _salvage_partitions(value, nodes_of):
     parts = []
-    for part in _mappings(raw.get("partitions")):
+    for part in _mappings(value):
         if not isinstance(part.get("name"), str):
             continue
         part = dict(PARTITION_DEFAULTS, **part)
@@ -1360,19 +1377,7 @@ def _salvage(raw):
         if not _is_int(part.get("priority_tier")):
             part["priority_tier"] = PRODUCTION_TIER_DEFAULT if part["class"] == "production" else BURST_TIER_DEFAULT
         parts.append(part)
-    model["node_groups"] = groups
-    model["partitions"] = parts
-    model["groups"] = [dict({"description": ""}, **g) for g in _mappings(raw.get("groups"))
-                       if isinstance(g.get("name"), str)]
-    model["total_cores"] = sum(g["cpus"] * len(g["node_names"]) for g in groups)
-    burst = model["burst"]
-    try:
-        burst["max_walltime_minutes"] = slurm_time_minutes(burst["max_walltime"])
-    except ValueError:
-        burst["max_walltime_minutes"] = None
-    share = burst["max_share_percent"]
-    burst["max_cores"] = int(model["total_cores"] * share / 100) if 0 < share <= 100 else 0
-    return model
+    return parts
 
 
 def _str_or(value, default):
