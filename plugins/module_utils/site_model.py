@@ -1592,19 +1592,19 @@ def inventory_problems(model, compute_hosts, group="compute"):
     problems = []
     missing = sorted(h for h in wanted if h not in have and h not in ("localhost", "127.0.0.1"))
     for host in missing[:16]:
+        field = wanted[host]
         problems.append("%s: node %s has no host in the inventory group %s. Fix: add %s (or its FQDN) to the "
-                        "inventory group %s, or remove it from %s" % (wanted[host], host, group, host, group,
-                                                                       wanted[host]))
+                        "inventory group %s, or remove it from %s" % (field, host, group, host, group, field))
     if len(missing) > 16:
-        problems.append("%s: %d more nodes have no host in the inventory group %s" % (group, len(missing) - 16,
-                                                                                       group))
+        problems.append("node_groups: %d more nodes have no host in the inventory group %s. Fix: as above"
+                        % (len(missing) - 16, group))
     extra = sorted(have[h] for h in have if h not in wanted)
     for host in extra[:16]:
         problems.append("inventory group %s: host %s is no node of any node group. Fix: add it to a node "
                         "group's nodes in daskhpc_site, or take it out of the group %s" % (group, host, group))
     if len(extra) > 16:
-        problems.append("inventory group %s: %d more hosts are no node of any node group" % (group,
-                                                                                            len(extra) - 16))
+        problems.append("inventory group %s: %d more hosts are no node of any node group. Fix: as above"
+                        % (group, len(extra) - 16))
     return problems
 
 

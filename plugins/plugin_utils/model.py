@@ -34,8 +34,8 @@ def model_of(value, scheduler=None):
             raise AnsibleFilterError(str(exc)) from exc
     if scheduler is not None and model["scheduler"] != scheduler:
         raise AnsibleFilterError("daskhpc_site.scheduler is %r, not %s. Fix: set scheduler: %s to build a %s site, "
-                                 "or do not run this role" % (model["scheduler"], scheduler, scheduler,
-                                                               scheduler.upper()))
+                                 "or do not run this role"
+                                 % (model["scheduler"], scheduler, scheduler, scheduler.upper()))
     return model
 
 

@@ -131,8 +131,8 @@ def test_filters_take_the_published_model_without_validating_again(site, monkeyp
     monkeypatch.setattr(sm, "validate", refuse)
     assert site_filters.slurm_qos_args(published)["name"] == "burst"
     assert client_filters.dask_client_venv(published) == "/opt/daskhpc/venv"
-    assert site_filters.slurm_burst_account_args(published) == {"name": "burst", "cluster": "lab", "qos": ["burst"],
-                                                                 "default_qos": "burst"}
+    account = {"name": "burst", "cluster": "lab", "qos": ["burst"], "default_qos": "burst"}
+    assert site_filters.slurm_burst_account_args(published) == account
 
 
 def test_a_raw_bad_site_given_to_a_filter_is_refused_with_the_field(site):
