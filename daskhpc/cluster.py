@@ -42,6 +42,7 @@ from daskhpc import config as site
 from daskhpc import discovery
 from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
 from daskhpc.model.site_model import format_slurm_minutes, parse_duration_minutes
+from daskhpc.owner_http import OwnerScheduler, dashboard_link
 from daskhpc.progress import Progress, summarize
 from daskhpc.security import IdentitySecurity, cluster_security, current_user, verify_scheduler_refuses_strangers
 
@@ -358,9 +359,13 @@ class BurstClusterBase:
         self._closing = set()  # names of workers being retired or closed right now
 
         scheduler_options = dict(scheduler_options or {})
-        # Dask's own Prometheus /metrics lives on the dashboard's HTTP server.
+        # OwnerScheduler keeps only the port: the dashboard listens on loopback behind a token, and
+        # /metrics over mutual TLS (daskhpc.owner_http).
         scheduler_options.setdefault("dashboard_address", cfg.get("dashboard-address") or ":0")
         scheduler_options.setdefault("dashboard", True)
+        if kwargs.pop("scheduler_cls", OwnerScheduler) is not OwnerScheduler:
+            raise PolicyError("scheduler_cls: burst clusters always run daskhpc's OwnerScheduler, whose dashboard "
+                              "and /metrics only you can reach. Remove the argument.")
 
         kwargs.setdefault("python", cfg.get("python"))
         kwargs.setdefault("interface", cfg.get("interface"))
@@ -372,6 +377,7 @@ class BurstClusterBase:
                 job_directives_skip=list(job_directives_skip or []),
                 security=security,
                 scheduler_options=scheduler_options,
+                scheduler_cls=OwnerScheduler,
                 **job_kwargs, **kwargs)
         except Exception:
             # A start that failed (e.g. the TLS self-check) must not leave the event loop's thread behind.
@@ -680,6 +686,15 @@ class BurstClusterBase:
         states = [getattr(job, "batch_state", None) for job in self.workers.values()]
         states += [None] * len(set(self.worker_spec) - set(self.workers))
         self.progress.update(summarize(self._connected_workers(), len(self.plan), states))
+
+    @property
+    def dashboard_link(self):
+        """The dashboard on this host's loopback, with the session's token (see docs/data-scientists.md
+        for reaching it from a laptop through ``ssh -L``)."""
+        scheduler = getattr(self, "scheduler", None)
+        if isinstance(scheduler, OwnerScheduler) and scheduler.http_server is not None:
+            return dashboard_link(scheduler)
+        return super().dashboard_link
 
     def status_text(self):
         """The current progress line, e.g. "8/16 workers, 8 jobs pending: Resources"."""

@@ -29,7 +29,8 @@ SITE_FILE_OWNER = 0
 
 # Keys only the site file sets: they decide where jobs run, who may connect and how much may be used.
 POLICY_KEYS = ("site", "scheduler", "partition", "qos", "account", "tls", "limits", "max-walltime", "grace-time",
-               "allowed-groups", "metrics-targets-dir", "metrics-discovery-port", "python", "contact")
+               "allowed-groups", "metrics-targets-dir", "metrics-discovery-port", "metrics-scrapers", "python",
+               "contact")
 # Keys a user may set in their own Dask configuration; BurstPolicy checks the values against the limits.
 USER_KEYS = ("worker-cores", "worker-memory", "workers-per-job", "walltime", "interface", "dashboard-address",
              "progress", "poll-interval", "log-directory")

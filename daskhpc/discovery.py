@@ -9,8 +9,8 @@ directory is world-writable with the sticky bit, like /tmp)::
 Prometheus does not read these files: the login host's discovery service (``daskhpc
 discovery-serve``, daskhpc/discovery_serve.py) serves them over mutually authenticated HTTPS,
 and takes the ``user`` label from the file's owner, never from its content. So the file
-carries only what the owner may choose: where its own scheduler's dashboard listens (Dask's
-``/metrics`` is there) and the cluster's id. The service also removes the files of
+carries only what the owner may choose: where its own scheduler's ``/metrics`` listens (mutual TLS,
+daskhpc.owner_http) and the cluster's id. The service also removes the files of
 schedulers whose socket has gone.
 
 ``register`` is called when a cluster starts and ``unregister`` when it closes.
@@ -67,18 +67,19 @@ def _cluster_id(cluster):
 
 
 def scheduler_endpoint(cluster):
-    """(cluster_id, "ip:dashboard_port") of a Dask cluster (SpecCluster/LocalCluster/BurstCluster)
+    """(cluster_id, "ip:metrics_port") of a Dask cluster (SpecCluster/LocalCluster/BurstCluster)
     or of a distributed Scheduler object."""
     info = getattr(cluster, "scheduler_info", None)
     if isinstance(info, dict) and info.get("address"):
         address, cluster_id = info["address"], info.get("id", "")
-        port = (info.get("services") or {}).get("dashboard")
+        port = (info.get("services") or {}).get("metrics")
     else:  # a Scheduler object
         address, cluster_id = cluster.address, cluster.id
-        port = cluster.http_server.port if getattr(cluster, "http_server", None) else None
+        server = getattr(cluster, "metrics_server", None)
+        port = server.port if server is not None else None
     if not port:
-        raise ValueError("the scheduler serves no dashboard, so there is no /metrics to scrape "
-                         "(start it with a dashboard_address)")
+        raise ValueError("the scheduler serves no /metrics over mutual TLS, so Prometheus has nothing to scrape "
+                         "(only daskhpc's OwnerScheduler, which BurstCluster runs, serves it)")
     host = _ip_literal(urllib.parse.urlsplit(address).hostname)
     return cluster_id, ("[%s]:%d" if ":" in host else "%s:%d") % (host, int(port))
 

@@ -36,13 +36,13 @@ import os
 import pwd
 import re
 import socket
-import socketserver
-import ssl
 import stat
 import struct
 import sys
-import threading
 import time
+
+from daskhpc.identity import certificate_identity
+from daskhpc.tls_server import MutualTLSServer, TLSFiles
 
 log = logging.getLogger("daskhpc.discovery_serve")
 
@@ -248,78 +248,13 @@ class Discovery:
 # --- TLS and HTTP -------------------------------------------------------------------------------
 
 
-class TLSFiles:
-    """The server's TLS context, rebuilt when the certificate, key, CA bundle or CRL change on disk."""
-
-    def __init__(self, cert, key, ca, crl=None):
-        self.cert, self.key, self.ca, self.crl = cert, key, ca, crl
-        self._stamp = None
-        self._context = None
-        self._lock = threading.Lock()
-
-    def _files_stamp(self):
-        stamp = []
-        for path in (self.cert, self.key, self.ca, self.crl):
-            try:
-                st = os.stat(path) if path else None
-                stamp.append((st.st_mtime_ns, st.st_size, st.st_ino) if st else None)
-            except FileNotFoundError:
-                stamp.append(None)
-        return tuple(stamp)
-
-    def context(self):
-        with self._lock:
-            stamp = self._files_stamp()
-            if stamp != self._stamp:
-                self._context = self.build()
-                self._stamp = stamp
-            return self._context
-
-    def build(self):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert, self.key)
-        # No client certificate from the site CA, no handshake. OpenSSL checks the client's
-        # extended key usage (clientAuth) when the server verifies it.
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=self.ca)
-        if self.crl and os.path.exists(self.crl):
-            ctx.load_verify_locations(cafile=self.crl)
-            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-        return ctx
-
-
-def client_identity(der):
-    """(names, is_service) of a verified client certificate: CN and SANs, and whether the site CA
-    issued it with the service profile (user and host certificates are not Prometheus's)."""
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    from daskhpc.model.pki import PROFILE_POLICIES
-
-    cert = x509.load_der_x509_certificate(der)
-    names = {attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names |= {str(value) for value in sans.get_values_for_type(x509.DNSName)}
-        names |= {str(value) for value in sans.get_values_for_type(x509.IPAddress)}
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
-        is_service = any(p.policy_identifier == PROFILE_POLICIES["service"] for p in policies)
-    except x509.ExtensionNotFound:
-        is_service = False
-    return names, is_service
-
-
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "daskhpc-discovery"
     timeout = TIMEOUT_SECONDS
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         der = self.connection.getpeercert(binary_form=True)
-        names, is_service = client_identity(der) if der else (set(), False)
+        names, is_service = certificate_identity(der) if der else (set(), False)
         if not is_service or not names & self.server.allowed:
             log.warning("refused %s: certificate for %s is not Prometheus's (%s)", self.client_address[0],
                         ",".join(sorted(names)), ",".join(sorted(self.server.allowed)))
@@ -339,45 +274,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         log.debug("%s %s", self.client_address[0], format % args)
 
 
-class DiscoveryServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """HTTPS with the handshake in the connection's thread, so a slow or silent peer blocks nobody."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class DiscoveryServer(MutualTLSServer):
+    """The targets over HTTPS, to site service certificates naming one of ``allowed`` only."""
 
     def __init__(self, address, tls, allowed, discovery):
-        self.tls = tls
-        self.allowed = set(allowed)
         self.discovery = discovery
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, Handler)
-
-    def process_request(self, request, client_address):
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def finish_request(self, request, client_address):
-        request.settimeout(TIMEOUT_SECONDS)
-        try:
-            tls = self.tls.context().wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.info("refused %s: %s", client_address[0], exc)
-            return
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        except (ssl.SSLError, OSError) as exc:
-            log.info("connection from %s failed: %s", client_address[0], exc)
-        finally:
-            tls.close()
+        super().__init__(address, Handler, tls, allowed, max_connections=MAX_CONNECTIONS, timeout=TIMEOUT_SECONDS)
 
 
 def main(argv=None):

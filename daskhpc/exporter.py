@@ -5,7 +5,7 @@ Configuration comes from a YAML file the ``slurm_exporter`` role writes from the
 
     site: lab
     scheduler: slurm                  # picks the source in SOURCES
-    listen_address: 0.0.0.0
+    listen_address: 10.0.0.10         # default 127.0.0.1; any other address needs tls
     listen_port: 9817
     min_interval_seconds: 10          # squeue/sinfo at most this often, whatever the scrape rate
     slow_interval_seconds: 60         # sdiag and sacct at most this often
@@ -17,6 +17,12 @@ Configuration comes from a YAML file the ``slurm_exporter`` role writes from the
     burst_max_cores: 24
     ledger_path: /etc/daskhpc/ca/ledger.jsonl
     slurm_bin_dir: ""                 # empty: find squeue etc. on PATH
+    tls:                              # mutual TLS; required unless listen_address is loopback
+      cert: /etc/daskhpc/tls/daskhpc-exporter.pem
+      key: /etc/daskhpc/tls/daskhpc-exporter.key
+      ca: /etc/daskhpc/tls/ca.pem
+      crl: /etc/daskhpc/tls/crl.pem
+      allow: [svc]                    # names in Prometheus's site service certificate
 
 ``daskhpc exporter --once`` prints one scrape to stdout (for ``promtool check metrics``).
 """
@@ -42,7 +48,7 @@ DEFAULT_CONFIG = "/etc/daskhpc/exporter.yaml"
 DEFAULTS = {
     "site": "",
     "scheduler": "slurm",
-    "listen_address": "0.0.0.0",
+    "listen_address": "127.0.0.1",  # nothing on the network without tls
     "listen_port": 9817,
     "min_interval_seconds": 10,
     "slow_interval_seconds": 60,
@@ -55,7 +61,10 @@ DEFAULTS = {
     "scrape_budget_seconds": 8,
     "command_timeout_seconds": 5,
     "accounting_overlap_seconds": 600,
+    "tls": None,
 }
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+TLS_KEYS = ("cert", "key", "ca", "crl", "allow")
 
 #: scheduler name (site model ``scheduler``) -> BatchSource subclass, or "module:Class" imported
 #: on first use (so a SLURM site never imports the PBS source and vice versa).
@@ -95,6 +104,7 @@ def load_config(path):
     if config["scheduler"] not in SOURCES:
         raise ConfigError("%s: scheduler %r has no exporter source. Fix: use one of %s"
                           % (path, config["scheduler"], ", ".join(sorted(SOURCES))))
+    _check_tls(path, config)
     budget, timeout = config["scrape_budget_seconds"], config["command_timeout_seconds"]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (budget, timeout)) \
             or timeout >= budget:
@@ -102,6 +112,51 @@ def load_config(path):
                           "Fix: e.g. 5 and 8 (a scrape must end before Prometheus's scrape_timeout, 10 s by default)"
                           % (path, timeout, budget))
     return config
+
+
+def _check_tls(path, config):
+    tls = config["tls"]
+    if tls is None:
+        if config["listen_address"] not in LOOPBACK:
+            raise ConfigError("%s: tls is missing, so the exporter would serve %s unauthenticated. Fix: give tls "
+                              "(cert, key, ca, allow), as the slurm_exporter role does, or listen on 127.0.0.1"
+                              % (path, config["listen_address"]))
+        return
+    if not isinstance(tls, dict) or sorted(set(tls) - set(TLS_KEYS)) or not all(tls.get(k) for k in TLS_KEYS[:3]):
+        raise ConfigError("%s: tls must be a mapping with cert, key, ca (and crl, allow). Fix: e.g. the "
+                          "slurm_exporter role's" % path)
+    if not isinstance(tls.get("allow"), list) or not tls["allow"]:
+        raise ConfigError("%s: tls.allow must list the names in Prometheus's service certificate (e.g. its host). "
+                          "Fix: set it, or nobody can scrape" % path)
+
+
+def serve(config, registry):
+    """The exporter's HTTP server, started in a thread: mutual TLS to the allowed Prometheus, or plain HTTP
+    on loopback only (load_config refuses anything else)."""
+    address, port = config["listen_address"], config["listen_port"]
+    tls = config["tls"]
+    if tls is None:
+        server, _thread = start_http_server(port, address, registry)
+        return server
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+    from prometheus_client import make_wsgi_app
+
+    from daskhpc.tls_server import MutualTLSServer, TLSFiles
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
+            pass
+
+    class Server(MutualTLSServer, WSGIServer):
+        pass
+
+    files = TLSFiles(tls["cert"], tls["key"], tls["ca"], tls.get("crl"))
+    files.context()  # fail now, not at the first scrape, if the files are unusable
+    server = Server((address, port), Quiet, files, tls["allow"])
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True).start()
+    return server
 
 
 def build_registry(config, source=None):
@@ -142,8 +197,9 @@ def main(argv=None):
     if args.once:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
-    server, _thread = start_http_server(config["listen_port"], config["listen_address"], registry)
-    logging.getLogger("daskhpc.exporter").info("serving on %s:%s", config["listen_address"], config["listen_port"])
+    server = serve(config, registry)
+    logging.getLogger("daskhpc.exporter").info("serving on %s:%s (%s)", config["listen_address"],
+                                               config["listen_port"], "mutual TLS" if config["tls"] else "loopback")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -35,6 +35,7 @@ from cryptography import x509
 from distributed import Security
 
 from daskhpc import config as site
+from daskhpc.identity import is_service
 
 logger = logging.getLogger("daskhpc.security")
 
@@ -83,27 +84,32 @@ def check_peer(peercert, owner):
 
 
 class _OwnerCheck:
-    """Mixed into SSLSocket/SSLObject: after the handshake, the peer must be the owner and not revoked."""
+    """Mixed into SSLSocket/SSLObject: after the handshake, the peer must be the owner (or one of the site
+    services let in, e.g. Prometheus on a scheduler's /metrics) and not revoked."""
 
     daskhpc_owner = None
+    daskhpc_services = frozenset()
 
     def do_handshake(self, *args, **kwargs):
         super().do_handshake(*args, **kwargs)
-        check_peer(self.getpeercert(), self.daskhpc_owner)
+        der = self.getpeercert(binary_form=True)
+        if not (self.daskhpc_services and der and is_service(der, self.daskhpc_services)):
+            check_peer(self.getpeercert(), self.daskhpc_owner)
         revocations = getattr(self.context, "daskhpc_crl", None)
         if revocations is not None:
-            revocations.check(self.getpeercert(binary_form=True))
+            revocations.check(der)
 
 
 _CLASSES = {}
 
 
-def _owner_classes(owner):
-    if owner not in _CLASSES:
-        attrs = {"daskhpc_owner": owner, "__module__": __name__}
-        _CLASSES[owner] = (type("OwnerBoundSSLSocket", (_OwnerCheck, ssl.SSLSocket), attrs),
-                           type("OwnerBoundSSLObject", (_OwnerCheck, ssl.SSLObject), attrs))
-    return _CLASSES[owner]
+def _owner_classes(owner, services=frozenset()):
+    key = (owner, services)
+    if key not in _CLASSES:
+        attrs = {"daskhpc_owner": owner, "daskhpc_services": services, "__module__": __name__}
+        _CLASSES[key] = (type("OwnerBoundSSLSocket", (_OwnerCheck, ssl.SSLSocket), attrs),
+                         type("OwnerBoundSSLObject", (_OwnerCheck, ssl.SSLObject), attrs))
+    return _CLASSES[key]
 
 
 class CrlError(ssl.SSLCertVerificationError):
@@ -182,15 +188,18 @@ def load_crl(ctx, crl_file, now=None):
     return True
 
 
-def bind_context(ctx, owner, crl_file=None):
-    """Bind an SSLContext to ``owner``: sockets it creates refuse any other peer. Idempotent."""
-    if getattr(ctx, "daskhpc_owner", None) == owner:
+def bind_context(ctx, owner, crl_file=None, services=()):
+    """Bind an SSLContext to ``owner``: sockets it creates refuse any other peer, except site service
+    certificates naming one of ``services``. Idempotent."""
+    services = frozenset(services)
+    bound = (getattr(ctx, "daskhpc_owner", None), getattr(ctx, "daskhpc_services", frozenset()))
+    if bound == (owner, services):
         return ctx
-    if getattr(ctx, "daskhpc_owner", None) is not None:
-        raise ValueError("TLS context is already bound to %s, not %s" % (ctx.daskhpc_owner, owner))
+    if bound[0] is not None:
+        raise ValueError("TLS context is already bound to %s, not %s" % (bound[0], owner))
     load_crl(ctx, crl_file)
-    ctx.sslsocket_class, ctx.sslobject_class = _owner_classes(owner)
-    ctx.daskhpc_owner = owner
+    ctx.sslsocket_class, ctx.sslobject_class = _owner_classes(owner, services)
+    ctx.daskhpc_owner, ctx.daskhpc_services = owner, services
     return ctx
 
 

@@ -31,6 +31,7 @@ import sys
 import time
 
 # Imported before forking, on purpose: the forked workers share it.
+import dask
 import distributed  # noqa: F401
 from dask.utils import parse_timedelta
 from distributed import Worker
@@ -68,7 +69,6 @@ def parse_args(argv):
     parser.add_argument("--lifetime-stagger", default="0 seconds")
     parser.add_argument("--preload", action="append", default=[])
     parser.add_argument("--resources", default=None)
-    parser.add_argument("--dashboard", action="store_true", help="serve the worker's dashboard and /metrics")
     parser.add_argument("--grace-time", type=float, default=60,
                         help="seconds the batch system allows after SIGTERM; the hand-off must end inside it")
     return parser.parse_args(argv)
@@ -85,7 +85,10 @@ def worker_kwargs(args, name):
         "host": args.host,
         "protocol": args.protocol,
         "preload": args.preload,
-        "dashboard": args.dashboard,
+        # distributed starts an HTTP server in every worker, even without a dashboard. Compute hosts are
+        # shared, so it serves only /health, on loopback: never the worker's /metrics or pages to anyone.
+        "dashboard": False,
+        "dashboard_address": "127.0.0.1:0",
     }
     if args.death_timeout is not None:
         kwargs["death_timeout"] = parse_timedelta(args.death_timeout)
@@ -200,8 +203,13 @@ def _supervise(children, parent):
     return status
 
 
+# What the worker's HTTP server may serve (distributed.worker.http.routes), whatever the user's config says.
+WORKER_HTTP_ROUTES = ["distributed.http.health"]
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    dask.config.set({"distributed.worker.http.routes": WORKER_HTTP_ROUTES})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         check_tls_policy(args)

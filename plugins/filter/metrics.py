@@ -1,6 +1,9 @@
 # Copyright (c) onprem.daskhpc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that derive the exporter's and Prometheus's configuration from the validated site model."""
+"""Filters that derive the exporter's and Prometheus's configuration from the site model.
+
+The views live in module_utils/site_model.py; these take the validated model (the fact daskhpc_model).
+"""
 
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ DISCOVERY_TLS = {
 
 
 def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
-                              prometheus_host="localhost", discovery_tls=None):
+                              prometheus_host="localhost", discovery_tls=None, self_basic_auth=None):
     """prometheus.yml as a mapping: the exporter, Prometheus itself, and the Dask schedulers that each
-    login host's discovery service lists (http_sd over mutual TLS, Prometheus's own service certificate)."""
+    login host's discovery service lists. Every scrape and the discovery run over TLS, with Prometheus's
+    own service certificate as the client certificate; Prometheus's own web endpoint also asks for basic
+    auth (``self_basic_auth``: username and password_file), which its self-scrape presents."""
     model = model_of(model)
     metrics = model["metrics"]
     if not exporter_hosts:
@@ -35,6 +40,7 @@ def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, al
     if not login_hosts:
         raise AnsibleFilterError("metrics_prometheus_config: no login host. Fix: put the hosts where users start "
                                  "Dask clusters (where the dask_discovery role runs) in the inventory group login")
+    tls = dict(discovery_tls or DISCOVERY_TLS)
     config = {
         "global": {
             "scrape_interval": metrics["scrape_interval"],
@@ -43,12 +49,17 @@ def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, al
         },
         "rule_files": list(rule_files),
         "scrape_configs": [
-            {
+            dict({
                 "job_name": "prometheus",
+                "scheme": "https",
+                "tls_config": {"ca_file": tls["ca_file"]},
                 "static_configs": [{"targets": ["%s:%d" % (prometheus_host, metrics["prometheus_port"])]}],
-            },
+            }, **({"basic_auth": dict(self_basic_auth)} if self_basic_auth else {})),
             {
+                # The exporter serves only this service certificate (mutual TLS), under its host's name.
                 "job_name": "daskhpc_exporter",
+                "scheme": "https",
+                "tls_config": dict(tls),
                 "static_configs": [{
                     "targets": ["%s:%d" % (host, metrics["exporter_port"]) for host in exporter_hosts],
                     "labels": {"site": model["name"], "scheduler": model["scheduler"]},
@@ -56,12 +67,19 @@ def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, al
             },
             {
                 # Each login host's discovery service lists its live schedulers, labelled with their
-                # owners; Dask serves its own /metrics on the dashboard port (plain HTTP for now).
+                # owners. Each scheduler serves /metrics over mutual TLS and lets in only its owner and
+                # this service certificate (daskhpc/owner_http.py). The scheduler presents its owner's user
+                # certificate, which names no host, so Prometheus cannot match it against the target
+                # address: it skips that check. Targets are vetted by the discovery service instead
+                # (a socket of the labelled user on that host), and the data is protected by the
+                # scheduler's check of Prometheus's certificate.
                 "job_name": "dask",
+                "scheme": "https",
+                "tls_config": dict(tls, insecure_skip_verify=True),
                 "http_sd_configs": [{
                     "url": "https://%s:%d/targets" % (host, metrics["discovery_port"]),
                     "refresh_interval": metrics["scrape_interval"],
-                    "tls_config": dict(discovery_tls or DISCOVERY_TLS),
+                    "tls_config": dict(tls),
                 } for host in login_hosts],
             },
         ],

@@ -1478,8 +1478,8 @@ def scrape_seconds(model):
     return int(interval[:-1]) * {"s": 1, "m": 60, "h": 3600}[interval[-1]]
 
 
-def exporter_config(model, ledger_path=None, *, listen_address="0.0.0.0", min_interval_seconds=10,
-                    slow_interval_seconds=60, slurm_bin_dir=""):
+def exporter_config(model, ledger_path=None, *, listen_address="127.0.0.1", min_interval_seconds=10,
+                    slow_interval_seconds=60, slurm_bin_dir="", tls=None):
     """The exporter's configuration (daskhpc/exporter.py reads it).
 
     A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
@@ -1501,6 +1501,9 @@ def exporter_config(model, ledger_path=None, *, listen_address="0.0.0.0", min_in
         "slurm_bin_dir": slurm_bin_dir,
         "scrape_budget_seconds": budget,
         "command_timeout_seconds": round(budget * 5 / 8, 1),
+        # cert, key, ca, crl and allow (the names in Prometheus's service certificate); without it the
+        # exporter serves loopback only.
+        "tls": dict(tls) if tls else None,
     }
 
 

@@ -43,6 +43,12 @@ ACCOUNT_ASSOC_FIELDS = {
     "default_qos": ("DefaultQOS", "defaultqos", norm_text),
 }
 
+# A user record's own settings (not its associations' limits).
+USER_FIELDS = {
+    "default_account": ("DefaultAccount", "defaultaccount", norm_text),
+    "admin_level": ("AdminLevel", "admin", norm_folded),
+}
+
 
 # Options every sacctmgr-backed module takes.
 COMMON_ARGUMENT_SPEC = {
@@ -145,6 +151,28 @@ def ensure_account(module):
             mgr.modify("account", {"name": name} if not params.get("cluster") else
                        {"name": name, "cluster": params["cluster"]}, settings)
     after = _after(before, dict(ACCOUNT_FIELDS, **ACCOUNT_ASSOC_FIELDS), settings)
+    return _result(recorder, before, after, after)
+
+
+def ensure_user(module):
+    """A user record with its default account (its association there is created with it) and admin level."""
+    params = module.params
+    name = params["name"]
+    mgr, recorder = _manager(module)
+    rows = [r for r in mgr.show("user", ["user", "defaultaccount", "admin"], where={"name": name}) if r["user"] == name]
+    current = rows[0] if rows else None
+    before = dict(state_view(USER_FIELDS, current), name=name) if current else {}
+    wanted = {option: params.get(option) for option in USER_FIELDS}
+    if params["state"] == "absent":
+        if current:
+            mgr.delete("user", {"name": name})
+        return _result(recorder, before, {}, {})
+    settings = diff_settings(USER_FIELDS, current, wanted)
+    if current is None:
+        mgr.add("user", name, dict(settings, Account=params["default_account"]))
+    elif settings:
+        mgr.modify("user", {"name": name}, settings)
+    after = _after(dict(before, name=name), USER_FIELDS, settings)
     return _result(recorder, before, after, after)
 
 

@@ -9,9 +9,12 @@ retried until both readings agree).
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
+import os
 import posixpath
+import ssl
 import textwrap
 import time
 import urllib.parse
@@ -20,7 +23,7 @@ import urllib.request
 import pytest
 import yaml
 from burst_helpers import PREAMBLE, USER
-from conftest import LAB_INVENTORY, Spawned, adhoc, address, inventory_group, run_playbook, sh, write_file
+from conftest import LAB_INVENTORY, Spawned, adhoc, inventory_group, run_playbook, sh, write_file
 
 pytestmark = pytest.mark.lab
 
@@ -28,14 +31,30 @@ with open(LAB_INVENTORY / "group_vars" / "all" / "site.yml") as _fh:
     _METRICS = yaml.safe_load(_fh)["daskhpc_site"]["metrics"]
 PROMETHEUS_HOST = inventory_group("prometheus")[0]       # svc
 EXPORTER_HOST = inventory_group("slurm_controller")[0]   # ctl: the exporter runs next to slurmctld
-PROMETHEUS = "http://%s:%d" % (address(PROMETHEUS_HOST), _METRICS["prometheus_port"])
-EXPORTER = "http://%s:%d/metrics" % (address(EXPORTER_HOST), _METRICS["exporter_port"])
+# Prometheus's web endpoint: HTTPS under its host's name, basic auth (as an operator or Grafana would).
+PROMETHEUS = "https://%s:%d" % (PROMETHEUS_HOST, _METRICS["prometheus_port"])
+# The exporter serves Prometheus's service certificate only: it is read from the Prometheus host with it.
+EXPORTER = "https://%s:%d/metrics" % (EXPORTER_HOST, _METRICS["exporter_port"])
 EXPORTER_BIN = "/opt/daskhpc/exporter/bin/daskhpc"
+SITE_CA = os.path.expanduser("~/.cache/daskhpc/lab/ca.pem")  # fetched by playbooks/user_credentials.yml
+with open(LAB_INVENTORY / "group_vars" / "all" / "lab_secrets.yml") as _fh:
+    _PROMETHEUS_PASSWORD = yaml.safe_load(_fh)["daskhpc_prometheus_password"]
+AS_PROMETHEUS = ["--cacert", "/etc/daskhpc/tls/ca.pem", "--cert", "/etc/daskhpc/tls/prometheus.pem",
+                 "--key", "/etc/daskhpc/tls/prometheus.key"]
 
 
 def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    """GET from Prometheus's web endpoint as its operator."""
+    request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(
+        ("daskhpc-admin:%s" % _PROMETHEUS_PASSWORD).encode()).decode()})
+    context = ssl.create_default_context(cafile=SITE_CA)
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         return response.read().decode()
+
+
+def scrape_exporter(url=EXPORTER):
+    """The exporter's answer to Prometheus: curl on the Prometheus host with its service certificate."""
+    return sh("curl", "-sSf", "--max-time", "10", *AS_PROMETHEUS, url, host=PROMETHEUS_HOST).stdout
 
 
 def prom(path, **params):
@@ -142,7 +161,7 @@ def test_exporter_runs_unprivileged_and_its_output_passes_promtool(metrics, lab_
     assert pid > 0
     process = adhoc(lab_hosts, EXPORTER_HOST, "stat", path="/proc/%d" % pid)[EXPORTER_HOST]["stat"]
     assert process["pw_name"] == "daskhpc-exporter"
-    text = get(EXPORTER)
+    text = scrape_exporter()
     assert "daskhpc_up 1.0" in text
     # Prometheus's own checker, where Prometheus is installed
     proc = sh("promtool", "check", "metrics", host=PROMETHEUS_HOST, input=text, check=False)
@@ -161,18 +180,12 @@ def test_prometheus_loaded_the_rules(metrics):
 # --- Dask schedulers through discovery ---------------------------------------------------------
 
 SCHEDULER_SCRIPT = PREAMBLE + textwrap.dedent("""\
-    import dask
-    from distributed import LocalCluster
-    from daskhpc import discovery
+    from daskhpc import BurstCluster
 
-    # On the site's network interface: Prometheus scrapes it from another host.
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                      interface=dask.config.get("daskhpc.interface", default=None),
-                      dashboard_address=":0") as cluster:
-        path = discovery.register(cluster, directory=%(targets_dir)r)
-        event("registered", [cluster.scheduler_info["id"], path])
+    # No workers: the scheduler alone registers through discovery and serves /metrics over mutual TLS.
+    with BurstCluster(progress=False) as cluster:
+        event("registered", [cluster.scheduler_info["id"], cluster._discovery_path])
         wait_for("close", 600)
-        discovery.unregister(cluster)
     event("closed")
     """)
 
@@ -186,7 +199,7 @@ def test_live_dask_scheduler_becomes_a_target_and_goes_away(metrics, user_script
     """alice's scheduler on the login host registers through discovery; Prometheus on svc scrapes it."""
     targets_dir = metrics["metrics"]["dask_targets_dir"]
     script = user_script(USER)
-    proc = script.start(SCHEDULER_SCRIPT % {"targets_dir": targets_dir})
+    proc = script.start(SCHEDULER_SCRIPT)
     cluster_id, path = script.event("registered", 120)
     if not path:
         script.mark("close")
@@ -198,10 +211,11 @@ def test_live_dask_scheduler_becomes_a_target_and_goes_away(metrics, user_script
             t for t in dask_targets(cluster_id) if t["health"] == "up"], timeout=120)
         assert targets[0]["labels"]["user"] == USER
         assert targets[0]["labels"]["site"] == "lab"
-        # Dask's own metrics arrive with the user's label
+        assert targets[0]["scrapeUrl"].startswith("https://")
+        # Dask's own metrics arrive with the user's label (the cluster has no workers)
         workers = wait_for("dask_scheduler_workers", lambda: query(
             'sum(dask_scheduler_workers{cluster_id="%s", user="%s"})' % (cluster_id, USER)))
-        assert float(workers[0]["value"][1]) == 1
+        assert float(workers[0]["value"][1]) == 0
     finally:
         script.mark("close")
         done = proc.finish(60)
@@ -223,22 +237,20 @@ def test_exporter_keeps_serving_when_the_batch_system_is_down(metrics):
     workdir = sh("mktemp", "-d", "/tmp/daskhpc-it-exporter-XXXXXX", host=host).stdout.strip()
     port = int(sh("python3", "-c", FREE_PORT, host=host).stdout)
     write_file(workdir + "/exporter.yaml", yaml.safe_dump({
-        "listen_address": address(host), "listen_port": port, "min_interval_seconds": 0,
+        "listen_address": "127.0.0.1", "listen_port": port, "min_interval_seconds": 0,
         "burst_partitions": ["burst"], "production_partitions": ["prod", "bigmem"],
         "slurm_bin_dir": workdir + "/no-slurm-here", "ledger_path": workdir + "/no-ledger.jsonl",
     }), host=host)
     proc = Spawned(EXPORTER_BIN, "exporter", "--config", workdir + "/exporter.yaml", host=host)
     try:
-        url = "http://%s:%d/metrics" % (address(host), port)
+        url = "http://127.0.0.1:%d/metrics" % port  # without tls the exporter serves loopback only
 
         def scrape():
-            try:
-                return get(url)
-            except OSError:
-                return None
+            answer = sh("curl", "-sSf", "--max-time", "10", url, host=host, check=False)
+            return answer.stdout if answer.returncode == 0 else None
 
         first = wait_for("the exporter to listen", scrape, timeout=30, interval=0.5)
-        second = get(url)
+        second = scrape()
         assert "daskhpc_up 0.0" in first and "daskhpc_up 0.0" in second
         assert 'daskhpc_scrape_errors_total{source="state"} 2.0' in second
         assert "daskhpc_partition_cores" not in second
@@ -247,4 +259,4 @@ def test_exporter_keeps_serving_when_the_batch_system_is_down(metrics):
     finally:
         proc.stop()
         sh("rm", "-rf", workdir, host=host, check=False)
-    assert "daskhpc_up 1.0" in get(EXPORTER)
+    assert "daskhpc_up 1.0" in scrape_exporter()

@@ -89,6 +89,43 @@ def test_nworkers_forks_named_workers_and_sigterm_reaches_them_all(scheduler, op
             proc.kill()
 
 
+def test_a_workers_http_server_serves_only_health_on_loopback(scheduler, optional_site, tmp_path):
+    """Another user on the compute host (or the network) gets no /metrics or pages from a user's worker, even
+    when that user's own Dask config asks for the worker's Prometheus route."""
+    import urllib.error
+    import urllib.request
+
+    user_config = tmp_path / "dask"
+    user_config.mkdir()
+    (user_config / "mine.yaml").write_text(
+        "distributed:\n  worker:\n    http:\n"
+        "      routes: [distributed.http.worker.prometheus, distributed.http.health]\n")
+    proc = subprocess.Popen(worker_argv(optional_site, scheduler.scheduler.address, "probe-0"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, DASK_CONFIG=str(user_config)))
+    try:
+        assert wait_for(lambda: len(scheduler.scheduler_info()["workers"]) == 2)
+        info = next(w for w in scheduler.scheduler_info()["workers"].values() if w["name"] == "probe-0")
+        port = info["services"]["dashboard"]
+        with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=10) as answer:
+            assert answer.status == 200
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10)
+        import socket
+
+        import psutil
+
+        outside = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                   if a.family == socket.AF_INET and not a.address.startswith("127.")]
+        assert outside, "this machine has no address but loopback to try from"
+        for address in outside:
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=5).close()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
 def test_command_line_like_dask_worker():
     args = parse_args(["tls://10.0.0.1:8786", "--name", "w-1", "--nthreads", "2", "--memory-limit", "1GiB",
                        "--death-timeout", "60", "--lifetime", "3240s", "--lifetime-stagger", "180s",
@@ -98,6 +135,7 @@ def test_command_line_like_dask_worker():
     assert kwargs["death_timeout"] == 60 and kwargs["lifetime"] == "3240s"
     assert kwargs["resources"] == {"GPU": 1.0, "MEM": 2.0} and kwargs["interface"] == "lo"
     assert "security" not in kwargs and kwargs["dashboard"] is False
+    assert kwargs["dashboard_address"] == "127.0.0.1:0"  # a shared compute host: nothing on its network
 
 
 # --- fail closed ------------------------------------------------------------------------------------------

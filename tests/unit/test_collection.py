@@ -35,3 +35,25 @@ def test_module_documentation_parses(module):
     proc = run(str(BIN / "ansible-doc"), "-t", "module", "--json", "onprem.daskhpc.%s" % module)
     assert proc.returncode == 0, proc.stderr
     assert '"attributes"' in proc.stdout and '"check_mode"' in proc.stdout, "module lacks check_mode attributes"
+
+
+def test_the_example_sites_secrets_are_vault_encrypted_and_complete(tmp_path):
+    """Every secret the example site names comes from vault.yml, which is encrypted (and decrypts with the
+    example's documented password to a value for each)."""
+    import re
+    import subprocess
+
+    import yaml
+
+    directory = REPO / "inventories" / "example-site" / "group_vars" / "all"
+    vault = directory / "vault.yml"
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256\n")
+    wanted = set(re.findall(r"\{\{ (vault_\w+) \}\}", (directory / "secrets.yml").read_text()))
+    assert len(wanted) >= 5
+    password = tmp_path / "pass"
+    password.write_text("example-site-vault-password")
+    plain = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-vault"), "view", "--vault-password-file",
+                            str(password), str(vault)], capture_output=True, text=True, check=True).stdout
+    values = yaml.safe_load(plain)
+    assert wanted <= set(values) and all(len(str(values[k])) >= 16 for k in wanted)
+    assert not any(str(values[k]) in (directory / "secrets.yml").read_text() for k in wanted)

@@ -15,7 +15,7 @@ from daskhpc import discovery
 class FakeCluster:
     def __init__(self, port=8787, cluster_id="Scheduler-abc", host="10.0.0.5"):
         self.scheduler_info = {"address": "tls://%s:40001" % host, "id": cluster_id,
-                               "services": {"dashboard": port}}
+                               "services": {"metrics": port}}
 
 
 def test_register_writes_the_target_and_the_cluster_id_only(tmp_path):

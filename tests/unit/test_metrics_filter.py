@@ -22,14 +22,36 @@ def test_dask_targets_come_from_each_login_hosts_discovery_service_over_mutual_t
     config = metrics.metrics_prometheus_config(lab_site(), ["ctl"], ["login1", "login2"], ["rules.yml"])
     dask = {job["job_name"]: job for job in config["scrape_configs"]}["dask"]
     assert "file_sd_configs" not in dask
-    # the scrape itself keeps its scheme; only discovery is over HTTPS with Prometheus's certificate
-    assert "scheme" not in dask and "tls_config" not in dask
+    # the scrape is over mutual TLS too: the scheduler checks Prometheus's certificate; Prometheus cannot
+    # check a scheduler's (a user certificate names no host), the discovery service vets the targets
+    assert dask["scheme"] == "https"
+    assert dask["tls_config"] == {"ca_file": "/etc/daskhpc/tls/ca.pem", "cert_file": "/etc/daskhpc/tls/prometheus.pem",
+                                  "key_file": "/etc/daskhpc/tls/prometheus.key", "insecure_skip_verify": True}
     assert dask["http_sd_configs"] == [{
         "url": "https://%s:9818/targets" % host,
         "refresh_interval": "15s",
         "tls_config": {"ca_file": "/etc/daskhpc/tls/ca.pem", "cert_file": "/etc/daskhpc/tls/prometheus.pem",
                        "key_file": "/etc/daskhpc/tls/prometheus.key"},
     } for host in ("login1", "login2")]
+
+
+def test_the_exporter_and_prometheus_itself_are_scraped_over_verified_tls():
+    config = metrics.metrics_prometheus_config(lab_site(), ["ctl"], ["login"], [], prometheus_host="svc",
+                                               self_basic_auth={"username": "ops", "password_file": "/p"})
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    exporter, itself = jobs["daskhpc_exporter"], jobs["prometheus"]
+    assert exporter["scheme"] == "https" and "insecure_skip_verify" not in exporter["tls_config"]
+    assert exporter["tls_config"]["cert_file"] == "/etc/daskhpc/tls/prometheus.pem"
+    assert exporter["static_configs"][0]["targets"] == ["ctl:9817"]
+    assert itself["scheme"] == "https" and itself["static_configs"][0]["targets"] == ["svc:9090"]
+    assert itself["basic_auth"] == {"username": "ops", "password_file": "/p"}
+
+
+def test_the_exporter_serves_tls_only_when_told_so_and_loopback_otherwise():
+    plain = metrics.metrics_exporter_config(lab_site())
+    assert plain["tls"] is None and plain["listen_address"] == "127.0.0.1"
+    tls = {"cert": "c", "key": "k", "ca": "a", "crl": "r", "allow": ["svc"]}
+    assert metrics.metrics_exporter_config(lab_site(), listen_address="10.0.0.1", tls=tls)["tls"] == tls
 
 
 def test_the_discovery_port_comes_from_the_model():
