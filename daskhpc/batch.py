@@ -105,9 +105,6 @@ class BatchSystem:
             states.update({j: s for j, s in history.items() if j in missing})
         return states
 
-    def query_sync(self, job_ids):
-        return asyncio.run(self.query(job_ids))
-
 
 def _kill_group(pid):
     # The command runs in its own session: kill whatever it started too, or their pipes keep us waiting.

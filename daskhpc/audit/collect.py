@@ -11,7 +11,6 @@ content, so the same state gives the same report.
 
 from __future__ import annotations
 
-import copy
 import difflib
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -68,77 +67,15 @@ class Sources:
 
 
 def site_section(raw, sources):
-    """The validated model; if it is invalid, the model as written (lightly normalised) plus its errors."""
+    """The validated model; if it is invalid, the model as written (site_model's lenient mode) plus its errors."""
     raw = sources.take("site_model", raw)
     if raw is None:
         return None, []
-    try:
-        return site_model.validate(raw), []
-    except site_model.SiteModelError as exc:
+    model, errors = site_model.validate(raw, lenient=True)
+    if errors:
         sources.rows["site_model"]["detail"] = "invalid: %d error(s), report uses the model as written" % len(
-            exc.errors)
-        return _as_written(raw), sorted(exc.errors)
-
-
-def _as_written(raw):
-    """Enough of an invalid model to audit it: partitions with nodes and tiers, sections with defaults.
-
-    Whatever the model holds (it failed validation), only values of the expected types are kept,
-    so the report sections can rely on them.
-    """
-    raw = raw if isinstance(raw, dict) else {}
-    model = {k: v for k, v in raw.items() if isinstance(k, str)}
-    for key in ("name", "scheduler"):
-        model[key] = raw.get(key) if isinstance(raw.get(key), str) else ""
-    for section, defaults in site_model.SECTION_DEFAULTS.items():
-        given = raw.get(section) if isinstance(raw.get(section), dict) else {}
-        merged = site_model._merge(defaults, given)
-        for key, default in defaults.items():  # a value of the wrong type falls back to its default
-            value = merged.get(key)
-            if value is not None and default is not None and not _same_kind(value, default):
-                merged[key] = copy.deepcopy(default)
-        model[section] = merged
-    groups = {}
-    for group in _mappings(raw.get("node_groups")):
-        if not isinstance(group.get("name"), str):
-            continue
-        try:
-            groups[group["name"]] = site_model.expand_hostlist(group.get("nodes", "")) \
-                if isinstance(group.get("nodes", ""), str) else []
-        except ValueError:
-            groups[group["name"]] = []
-    parts = []
-    for part in _mappings(raw.get("partitions")):
-        if not isinstance(part.get("name"), str):
-            continue
-        part = dict(site_model.PARTITION_DEFAULTS, **part)
-        part["class"] = part.get("class") if isinstance(part.get("class"), str) else ""
-        part["node_groups"] = _strings(part.get("node_groups"))
-        part["allow_groups"] = _strings(part.get("allow_groups"))
-        part["nodes"] = [n for ref in part["node_groups"] for n in groups.get(ref, [])]
-        if not isinstance(part.get("priority_tier"), int) or isinstance(part.get("priority_tier"), bool):
-            part["priority_tier"] = site_model.PRODUCTION_TIER_DEFAULT if part.get("class") == "production" \
-                else site_model.BURST_TIER_DEFAULT
-        parts.append(part)
-    model["partitions"] = parts
-    model["groups"] = [g for g in _mappings(raw.get("groups")) if isinstance(g.get("name"), str)]
-    return model
-
-
-def _same_kind(value, default):
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-def _mappings(value):
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _strings(value):
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+            errors)
+    return model, sorted(errors)
 
 
 # --- inventory ----------------------------------------------------------------
@@ -477,7 +414,7 @@ def denied(licence, deny):
 
 
 def _valid(model):
-    return bool(model) and "burst_partitions" in model
+    return model is not None and model.valid
 
 
 def _int(value):

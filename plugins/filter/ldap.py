@@ -10,29 +10,22 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
 from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import view
 
 
-def _model(site):
-    try:
-        return site_model.validate(site)
-    except site_model.SiteModelError as exc:
-        raise AnsibleFilterError("daskhpc_site is invalid: %s" % exc) from exc
+def ldap_model(model):
+    """The model's ``ldap`` section with defaults filled in (e.g. group_schema)."""
+    return view(site_model.ldap_settings, model)
 
 
-def ldap_model(site):
-    """The site model's ``ldap`` section with defaults filled in (e.g. group_schema)."""
-    return _model(site)["ldap"]
-
-
-def ldap_allowed_groups(site, partition_class=None):
+def ldap_allowed_groups(model, partition_class=None):
     """Sorted union of the groups allowed on the partitions of *partition_class* (all when None)."""
-    model = _model(site)
-    return sorted({g for p in model["partitions"] if partition_class in (None, p["class"]) for g in p["allow_groups"]})
+    return view(site_model.allowed_groups, model, partition_class)
 
 
-def ldap_burst_groups(site):
-    """Sorted union of the groups allowed on every burst partition."""
-    return ldap_allowed_groups(site, "burst")
+def ldap_burst_groups(model):
+    """Who may burst (site_model.burst_groups)."""
+    return view(site_model.burst_groups, model)
 
 
 def ldap_ssha(password, existing=None):

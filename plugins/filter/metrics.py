@@ -2,55 +2,21 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters that derive the exporter's and Prometheus's configuration from the site model.
 
-Every filter validates the model first (site_model.validate), so a bad model fails here with
-the field and its fix, before any file is written.
+The views live in module_utils/site_model.py; these take the validated model (the fact daskhpc_model).
 """
 
 from __future__ import annotations
 
-import os
-
 from ansible.errors import AnsibleFilterError
 from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import model_of, view
 
 DOCUMENTATION_URL = "docs/observability.md"
 
 
-def _model(site):
-    try:
-        return site_model.validate(site)
-    except site_model.SiteModelError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
-
-
-def metrics_exporter_config(site, ledger_path=None, *, listen_address="127.0.0.1", min_interval_seconds=10,
-                            slow_interval_seconds=60, slurm_bin_dir="", tls=None):
-    """The exporter's YAML configuration (see daskhpc/exporter.py).
-
-    A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
-    if that is shorter), so the exporter's budget is 80 % of that and one command may take 5/8 of it.
-    """
-    model = _model(site)
-    budget = round(0.8 * min(10, _seconds(str(model["metrics"]["scrape_interval"]))), 1)
-    return {
-        "site": model["name"],
-        "scheduler": model["scheduler"],
-        "listen_address": listen_address,
-        "listen_port": model["metrics"]["exporter_port"],
-        "min_interval_seconds": int(min_interval_seconds),
-        "slow_interval_seconds": int(slow_interval_seconds),
-        "burst_partitions": model["burst_partitions"],
-        "production_partitions": model["production_partitions"],
-        "burst_max_share_ratio": model["burst"]["max_share_percent"] / 100.0,
-        "burst_max_cores": model["burst"]["max_cores"],
-        "ledger_path": ledger_path or os.path.join(model["ca"]["dir"], "ledger.jsonl"),
-        "slurm_bin_dir": slurm_bin_dir,
-        "scrape_budget_seconds": budget,
-        "command_timeout_seconds": round(budget * 5 / 8, 1),
-        # cert, key, ca, crl and allow (the names in Prometheus's service certificate); without it the
-        # exporter serves loopback only.
-        "tls": dict(tls) if tls else None,
-    }
+def metrics_exporter_config(model, ledger_path=None, **settings):
+    """The exporter's YAML configuration (site_model.exporter_config; daskhpc/exporter.py reads it)."""
+    return view(site_model.exporter_config, model, ledger_path, **settings)
 
 
 DISCOVERY_TLS = {
@@ -60,17 +26,17 @@ DISCOVERY_TLS = {
 }
 
 
-def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
+def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
                               prometheus_host="localhost", discovery_tls=None, self_basic_auth=None):
     """prometheus.yml as a mapping: the exporter, Prometheus itself, and the Dask schedulers that each
     login host's discovery service lists. Every scrape and the discovery run over TLS, with Prometheus's
     own service certificate as the client certificate; Prometheus's own web endpoint also asks for basic
     auth (``self_basic_auth``: username and password_file), which its self-scrape presents."""
-    model = _model(site)
+    model = model_of(model)
     metrics = model["metrics"]
     if not exporter_hosts:
-        raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the SLURM controller "
-                                 "(where the slurm_exporter role runs) in the inventory group slurm_controller")
+        raise AnsibleFilterError("metrics_prometheus_config: no exporter host. Fix: put the batch system's controller "
+                                 "(where the slurm_exporter role runs) in the inventory group controller")
     if not login_hosts:
         raise AnsibleFilterError("metrics_prometheus_config: no login host. Fix: put the hosts where users start "
                                  "Dask clusters (where the dask_discovery role runs) in the inventory group login")
@@ -123,23 +89,9 @@ def metrics_prometheus_config(site, exporter_hosts, login_hosts, rule_files, ale
     return config
 
 
-def _seconds(duration):
-    unit = {"s": 1, "m": 60, "h": 3600}[duration[-1]]
-    return int(duration[:-1]) * unit
-
-
-def metrics_rule_vars(site):
-    """Model-derived thresholds used by the alert rule template."""
-    model = _model(site)
-    grace = int(model["burst"]["grace_time"])
-    scrape = _seconds(str(model["metrics"]["scrape_interval"]))
-    return {
-        "site": model["name"],
-        # preemption takes up to GraceTime; allow two scrapes and a minute of scheduling on top
-        "pending_behind_burst_for": "%ds" % (grace + 2 * scrape + 60),
-        "renew_before_seconds": int(model["ca"]["renew_before_days"]) * 86400,
-        "burst_max_cores": model["burst"]["max_cores"],
-    }
+def metrics_rule_vars(model):
+    """Model-derived thresholds used by the alert rule template (site_model.alert_rule_vars)."""
+    return view(site_model.alert_rule_vars, model)
 
 
 class FilterModule:

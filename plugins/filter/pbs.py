@@ -8,18 +8,8 @@ The derivation lives in module_utils/pbs.py (pure Python, unit-tested); these on
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pbs, site_model
-
-
-def _model(site):
-    try:
-        model = site_model.validate(site)
-    except site_model.SiteModelError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
-    if model["scheduler"] != "pbs":
-        raise AnsibleFilterError("daskhpc_site.scheduler is %r, not pbs. Fix: set scheduler: pbs to build a "
-                                 "PBS site, or do not run the pbs role" % model["scheduler"])
-    return model
+from ansible_collections.onprem.daskhpc.plugins.module_utils import pbs
+from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import model_of
 
 
 def _call(func, *args, **kwargs):
@@ -29,17 +19,17 @@ def _call(func, *args, **kwargs):
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def pbs_queues(site):
+def pbs_queues(model):
     """[{name, attributes}] for onprem.daskhpc.pbs_queue, one per partition."""
-    return _call(pbs.pbs_queues, _model(site))
+    return _call(pbs.pbs_queues, model_of(model, scheduler="pbs"))
 
 
-def pbs_server_attributes(site):
-    return _call(pbs.pbs_server_attributes, _model(site))
+def pbs_server_attributes(model):
+    return _call(pbs.pbs_server_attributes, model_of(model, scheduler="pbs"))
 
 
-def pbs_sched_attributes(site, preempt_order="RD", preempt_sort="min_time_since_start"):
-    return _call(pbs.pbs_sched_attributes, _model(site), preempt_order, preempt_sort)
+def pbs_sched_attributes(model, preempt_order="RD", preempt_sort="min_time_since_start"):
+    return _call(pbs.pbs_sched_attributes, model_of(model, scheduler="pbs"), preempt_order, preempt_sort)
 
 
 class FilterModule:

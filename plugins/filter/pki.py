@@ -11,28 +11,17 @@ import os
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names, site_model
+from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import view
 
 
-def _model(site):
-    try:
-        return site_model.validate(site)
-    except site_model.SiteModelError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
-
-
-def pki_ca(site):
+def pki_ca(model):
     """The validated ``ca`` section: name, dir, key_type, host_cert_days, user_cert_days, renew_before_days."""
-    return _model(site)["ca"]
+    return view(site_model.ca_settings, model)
 
 
-def pki_burst_groups(site):
-    """Directory groups allowed on the burst partitions: their members get Dask credentials."""
-    model = _model(site)
-    groups = []
-    for part in model["partitions"]:
-        if part["class"] == "burst":
-            groups.extend(g for g in part["allow_groups"] if g not in groups)
-    return groups
+def pki_burst_groups(model):
+    """Who may burst (site_model.burst_groups): their members get Dask credentials."""
+    return view(site_model.burst_groups, model)
 
 
 def _min_uid(min_uid):

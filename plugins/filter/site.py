@@ -1,34 +1,38 @@
 # Copyright (c) onprem.daskhpc contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that render the site model into SLURM's vocabulary; the logic lives in module_utils."""
+"""Filters that render the validated site model (the fact daskhpc_model) into SLURM's vocabulary.
+
+The views themselves live in module_utils/site_model.py.
+"""
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
-
-
-def _model(site):
-    try:
-        return site_model.validate(site)
-    except site_model.SiteModelError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
+from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import model_of, view
 
 
 def daskhpc_model(site):
-    return _model(site)
+    """The validated model of a raw site model, in its published (plain) form."""
+    model = model_of(site)
+    return model.as_dict() if isinstance(model, site_model.SiteModel) else model
 
 
-def slurm_nodes(site):
-    return site_model.slurm_nodes(_model(site))
+def slurm_nodes(model):
+    return view(site_model.slurm_nodes, model)
 
 
-def slurm_partitions(site):
-    return site_model.slurm_partitions(_model(site))
+def slurm_partitions(model):
+    return view(site_model.slurm_partitions, model)
 
 
-def slurm_burst_qos(site):
-    return site_model.burst_qos(_model(site))
+def slurm_qos_args(model):
+    """The burst QOS in onprem.daskhpc.slurm_qos's own option names."""
+    return view(site_model.qos_args, model)
+
+
+def slurm_burst_account_args(model):
+    """The burst account in onprem.daskhpc.slurm_account's own option names."""
+    return view(site_model.burst_account_args, model)
 
 
 def slurm_line(fields):
@@ -42,6 +46,7 @@ class FilterModule:
             "daskhpc_model": daskhpc_model,
             "slurm_nodes": slurm_nodes,
             "slurm_partitions": slurm_partitions,
-            "slurm_burst_qos": slurm_burst_qos,
+            "slurm_qos_args": slurm_qos_args,
+            "slurm_burst_account_args": slurm_burst_account_args,
             "slurm_line": slurm_line,
         }

@@ -13,8 +13,6 @@ src/lib/Libattr/attr_fn_entlim.c ``encode_entlim()``, src/lib/Libutil/pbs_json.c
   Multi-valued attributes (ACLs, lists, entity limits) come one value per line: the first with ``=``,
   the rest with ``+=``. A value holding a space, comma or quote is quoted with ``"`` (``'`` when it holds
   a ``"``). ``qmgr -c 'print sched'`` prints ``create sched default`` and ``set sched attr = value``.
-* ``qmgr -c 'list queue Q'`` prints ``Queue Q`` then ``    attr = value`` lines, lists comma-joined and
-  wrapped at 80 columns with a newline and a tab.
 * ``qstat -Qf -F json`` prints ``{"timestamp":..,"pbs_version":..,"pbs_server":..,"Queue":{Q:{..}}}``;
   ``attr.res`` becomes a nested object; values that parse as numbers are JSON numbers. An entity limit
   with several entries is several attributes of the same name, so the JSON object holds the same key
@@ -231,33 +229,6 @@ def parse_print(text):
         else:
             target[cmd["attribute"]] = values
     return state
-
-
-def parse_list(text):
-    """``qmgr -c 'list queue Q'`` (or ``list server``/``list sched``) -> {object name: {attr: [values]}}."""
-    objects = {}
-    current = None
-    logical = []
-    for raw in text.splitlines():
-        if raw.startswith("\t") and logical:
-            logical[-1] += raw.strip()  # qmgr wraps long values with a newline and a tab
-        else:
-            logical.append(raw)
-    for line in logical:
-        if not line.strip():
-            continue
-        match = re.match(r"^(Server|Queue|Sched|Node|Resource)\s+(\S+)\s*$", line)
-        if match:
-            current = objects.setdefault(match.group(2), {})
-            continue
-        if current is None:
-            raise PbsError("qmgr list output does not start with an object line: %r" % line)
-        name, sep, value = line.strip().partition(" = ")
-        if not sep:
-            raise PbsError("cannot read qmgr list line %r" % line)
-        # an attribute with several entries (entity limits) is listed once per entry
-        current.setdefault(name, []).extend(v.strip() for v in value.split(","))
-    return objects
 
 
 # --- JSON outputs -----------------------------------------------------------------------------------

@@ -14,8 +14,11 @@ a value that passes here cannot break a file rendered from it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import re
+from collections.abc import Mapping
+from functools import cached_property
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 SCHEDULERS = ("slurm", "pbs")
@@ -779,6 +782,13 @@ def _check_partitions(chk, model, node_groups, group_names):
     if parts and not production:
         chk.error("partitions", "there is no production partition",
                   "add a partition with class: production (burst only borrows production's nodes)")
+    burst = [_label(p.get("name")) for p in parts if p.get("class") == "burst"]
+    if len(burst) > 1:
+        # The client submits to one burst partition; credentials and associations for a second one
+        # would let users in that did not get a partition that takes their jobs.
+        chk.error("partitions", "more than one burst partition (%s)" % ", ".join(burst),
+                  "keep one partition with class: burst; give it the node groups of all and list every "
+                  "group allowed to burst in its allow_groups")
     defaults = [_label(p.get("name")) for p in parts if p.get("default") is True]
     if len(defaults) > 1:
         chk.error("partitions", "more than one default partition (%s)" % ", ".join(defaults),
@@ -1037,16 +1047,238 @@ def _plain(value, budget=None, depth=0):
     return value
 
 
-def validate(site):
-    """Return the normalised, derived model, or raise SiteModelError listing every problem."""
+# --- the typed model ----------------------------------------------------------------
+#
+# What the admin wrote (with the defaults above filled in) is kept apart from what is derived from it.
+# The section classes have no defaults of their own: the *_DEFAULTS tables are the only ones.
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeGroup:
+    name: str
+    nodes: str  # the host list as written, e.g. "cn[001-032]"
+    cpus: int
+    memory_mb: int
+    features: tuple
+    hostname: str | None  # emulated nodes: the host their slurmd runs on
+    port: int | None  # emulated nodes: the first node's slurmd port
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    name: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Partition:
+    name: str
+    kind: str  # `class` in the site file: production or burst
+    node_groups: tuple
+    allow_groups: tuple
+    default: bool
+    max_time: str | int
+    priority_tier: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PerUser:
+    max_cores: int
+    max_jobs: int
+    max_submit_jobs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Burst:
+    qos: str
+    account: str
+    grace_time: int
+    max_walltime: str | int
+    max_share_percent: int | float
+    per_user: PerUser
+
+
+@dataclasses.dataclass(frozen=True)
+class Accounting:
+    host: str
+    port: int
+    database: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Ldap:
+    uri: str | None
+    start_tls: bool
+    base_dn: str | None
+    user_base: str | None
+    group_base: str | None
+    bind_dn: str | None
+    group_schema: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Ca:
+    name: str
+    dir: str
+    key_type: str
+    host_cert_days: int
+    user_cert_days: int
+    renew_before_days: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    exporter_port: int
+    prometheus_port: int
+    scrape_interval: str
+    dask_targets_dir: str
+    discovery_port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dask:
+    contact: str | None
+    python: str
+    interface: str | None
+    worker_cores: int
+    worker_memory: str | int
+    tls: str
+
+
+SECTION_CLASSES = {"burst": Burst, "accounting": Accounting, "ldap": Ldap, "ca": Ca, "metrics": Metrics,
+                   "dask": Dask}
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """The site as the admin wrote it, with defaults filled in."""
+
+    name: str
+    scheduler: str
+    node_groups: tuple  # of NodeGroup
+    groups: tuple  # of Group
+    partitions: tuple  # of Partition
+    burst: Burst
+    accounting: Accounting
+    ldap: Ldap
+    ca: Ca
+    metrics: Metrics
+    dask: Dask
+
+
+@dataclasses.dataclass(frozen=True)
+class Derived:
+    """What follows from the site. Per-entry values are tuples in the order of Site's lists."""
+
+    total_cores: int
+    burst_max_cores: int  # burst.max_share_percent of total_cores
+    burst_max_walltime_minutes: int | float | None
+    node_names: tuple  # per node group: its expanded host list
+    partition_nodes: tuple  # per partition: the nodes of its node groups
+    partition_max_time_minutes: tuple  # per partition; None is UNLIMITED
+    burst_partitions: tuple
+    production_partitions: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteModel(Mapping):
+    """The validated site model: `site` as written, `derived` from it, `errors` when validated leniently.
+
+    It is also a read-only mapping of `as_dict()`, the plain form that playbooks/validate.yml publishes
+    as the fact `daskhpc_model` and that the views below take, so templates and Python read the same keys.
+    """
+
+    site: Site
+    derived: Derived
+    errors: tuple = ()
+
+    @property
+    def valid(self):
+        return not self.errors
+
+    @classmethod
+    def from_normalised(cls, model, errors=()):
+        """The typed model of the dict _check (or _salvage) built."""
+        groups = tuple(NodeGroup(name=g["name"], nodes=g["nodes"], cpus=g["cpus"], memory_mb=g["memory_mb"],
+                                 features=tuple(g["features"] or ()), hostname=g["hostname"], port=g["port"])
+                       for g in model["node_groups"])
+        parts = tuple(Partition(name=p["name"], kind=p["class"], node_groups=tuple(p["node_groups"] or ()),
+                                allow_groups=tuple(p["allow_groups"] or ()), default=p["default"],
+                                max_time=p["max_time"], priority_tier=p["priority_tier"])
+                      for p in model["partitions"])
+        sections = {}
+        for name, kind in SECTION_CLASSES.items():
+            values = {f.name: model[name][f.name] for f in dataclasses.fields(kind)}
+            if kind is Burst:
+                values["per_user"] = PerUser(**values["per_user"])
+            sections[name] = kind(**values)
+        site = Site(name=model["name"], scheduler=model["scheduler"], node_groups=groups,
+                    groups=tuple(Group(name=g["name"], description=g["description"]) for g in model["groups"]),
+                    partitions=parts, **sections)
+        derived = Derived(
+            total_cores=model["total_cores"],
+            burst_max_cores=model["burst"]["max_cores"],
+            burst_max_walltime_minutes=model["burst"]["max_walltime_minutes"],
+            node_names=tuple(tuple(g["node_names"]) for g in model["node_groups"]),
+            partition_nodes=tuple(tuple(p["nodes"]) for p in model["partitions"]),
+            partition_max_time_minutes=tuple(p["max_time_minutes"] for p in model["partitions"]),
+            burst_partitions=tuple(p.name for p in parts if p.kind == "burst"),
+            production_partitions=tuple(p.name for p in parts if p.kind == "production"),
+        )
+        return cls(site=site, derived=derived, errors=tuple(errors))
+
+    def as_dict(self):
+        """The plain (JSON-ready) form: the site's fields with the derived ones beside them."""
+        return copy.deepcopy(self._plain_view)
+
+    @cached_property
+    def _plain_view(self):
+        site, derived = self.site, self.derived
+        burst = dataclasses.asdict(site.burst)
+        burst.update(max_walltime_minutes=derived.burst_max_walltime_minutes, max_cores=derived.burst_max_cores)
+        view = {
+            "name": site.name,
+            "scheduler": site.scheduler,
+            "node_groups": [dict(dataclasses.asdict(g), features=list(g.features), node_names=list(names))
+                            for g, names in zip(site.node_groups, derived.node_names)],
+            "groups": [dataclasses.asdict(g) for g in site.groups],
+            "partitions": [{"name": p.name, "class": p.kind, "node_groups": list(p.node_groups),
+                            "allow_groups": list(p.allow_groups), "default": p.default, "max_time": p.max_time,
+                            "priority_tier": p.priority_tier, "nodes": list(nodes), "max_time_minutes": minutes}
+                           for p, nodes, minutes in zip(site.partitions, derived.partition_nodes,
+                                                        derived.partition_max_time_minutes)],
+            "burst": burst,
+            "total_cores": derived.total_cores,
+            "burst_partitions": list(derived.burst_partitions),
+            "production_partitions": list(derived.production_partitions),
+        }
+        for name in ("accounting", "ldap", "ca", "metrics", "dask"):
+            view[name] = dataclasses.asdict(getattr(site, name))
+        return view
+
+    def __getitem__(self, key):
+        return self._plain_view[key]
+
+    def __iter__(self):
+        return iter(self._plain_view)
+
+    def __len__(self):
+        return len(self._plain_view)
+
+
+def _check(site):
+    """(normalised model dict, errors): every check run, defaults filled and derived values added.
+
+    The dict is None when the document is not a mapping or is too large to walk.
+    """
     chk = _Checker()
     if not isinstance(site, dict):
-        raise SiteModelError(["daskhpc_site: %s is not a mapping. Fix: define daskhpc_site in group_vars "
-                              "(see inventories/example-site)" % ("null" if site is None else type(site).__name__)])
+        return None, ["daskhpc_site: %s is not a mapping. Fix: define daskhpc_site in group_vars "
+                      "(see inventories/example-site)" % ("null" if site is None else type(site).__name__)]
     try:
         model = _plain(site)
     except _TooLarge as exc:
-        raise SiteModelError(["daskhpc_site: %s" % exc]) from None
+        return None, ["daskhpc_site: %s" % exc]
     chk.unknown_keys("daskhpc_site", model, TOP_LEVEL_KEYS)
     chk.name("name", model.get("name"), what="cluster name")
     if not isinstance(model.get("scheduler"), str) or model.get("scheduler") not in SCHEDULERS:
@@ -1059,35 +1291,247 @@ def validate(site):
                       if _is_int(g.get("cpus")) and 0 < g["cpus"] <= MAX_CPUS)
     _check_burst(chk, sections["burst"], parts, total_cores)
     _check_services(chk, sections, model)
-    if chk.errors:
-        raise SiteModelError(chk.errors)
     model.update(sections)
     model["node_groups"] = list(node_groups.values())
     model["groups"] = model.get("groups") or []
     model["partitions"] = parts
     model["total_cores"] = total_cores
-    model["burst_partitions"] = [p["name"] for p in parts if p["class"] == "burst"]
-    model["production_partitions"] = [p["name"] for p in parts if p["class"] == "production"]
+    return model, chk.errors
+
+
+def validate(site, lenient=False):
+    """The typed SiteModel of `site`, or SiteModelError listing every problem.
+
+    lenient=True never raises: it returns ``(model, errors)``, where an invalid document gives a
+    best-effort model of what was written (values of the wrong type replaced by their defaults), so
+    the audit can still report on it. Only an empty ``errors`` means the model may be deployed.
+    """
+    normalised, errors = _check(site)
+    if not errors:
+        model = SiteModel.from_normalised(normalised)
+        return (model, []) if lenient else model
+    if not lenient:
+        raise SiteModelError(errors)
+    return SiteModel.from_normalised(_salvage(site), errors), list(errors)
+
+
+def _salvage(raw):
+    """A normalised-shaped dict of an invalid model: what was written, wrong types replaced by defaults."""
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        raw = _plain(raw)
+    except _TooLarge:
+        raw = {}
+    model = {"name": _str_or(raw.get("name"), ""), "scheduler": _str_or(raw.get("scheduler"), "")}
+    for section, defaults in SECTION_DEFAULTS.items():
+        merged = _merge(defaults, raw.get(section) if isinstance(raw.get(section), dict) else {})
+        for key, default in defaults.items():  # a value of the wrong type falls back to its default
+            if merged.get(key) is not None and default is not None and not _same_kind(merged[key], default):
+                merged[key] = copy.deepcopy(default)
+        model[section] = merged
+    groups = _salvage_node_groups(raw.get("node_groups"))
+    parts = _salvage_partitions(raw.get("partitions"), {g["name"]: g["node_names"] for g in groups})
+    model["node_groups"] = groups
+    model["partitions"] = parts
+    model["groups"] = [dict({"description": ""}, **g) for g in _mappings(raw.get("groups"))
+                       if isinstance(g.get("name"), str)]
+    model["total_cores"] = sum(g["cpus"] * len(g["node_names"]) for g in groups)
+    burst = model["burst"]
+    try:
+        burst["max_walltime_minutes"] = slurm_time_minutes(burst["max_walltime"])
+    except ValueError:
+        burst["max_walltime_minutes"] = None
+    share = burst["max_share_percent"]
+    burst["max_cores"] = int(model["total_cores"] * share / 100) if 0 < share <= 100 else 0
     return model
 
 
-# --- derivations used by roles, the client and the reports --------------------
+def _salvage_node_groups(value):
+    groups = []
+    for group in _mappings(value):
+        if isinstance(group.get("name"), str):
+            groups.append(dict(NODE_GROUP_DEFAULTS, **{
+                "name": group["name"], "nodes": _str_or(group.get("nodes"), ""),
+                "cpus": group["cpus"] if _is_int(group.get("cpus")) else 0,
+                "memory_mb": group["memory_mb"] if _is_int(group.get("memory_mb")) else 0,
+                "features": _strings(group.get("features")),
+                "node_names": _hosts(_Checker(), "", group.get("nodes"), MAX_NODES)}))
+    return groups
 
 
-def burst_qos(model):
-    """The QOS that enforces the burst policy inside the scheduler, as sacctmgr fields."""
+def _salvage_partitions(value, nodes_of):
+    parts = []
+    for part in _mappings(value):
+        if not isinstance(part.get("name"), str):
+            continue
+        part = dict(PARTITION_DEFAULTS, **part)
+        part["class"] = _str_or(part.get("class"), "")
+        part["node_groups"] = _strings(part.get("node_groups"))
+        part["allow_groups"] = _strings(part.get("allow_groups"))
+        part["default"] = part.get("default") is True
+        part["nodes"] = [n for ref in part["node_groups"] for n in nodes_of.get(ref, [])]
+        try:
+            part["max_time_minutes"] = slurm_time_minutes(part["max_time"])
+        except ValueError:
+            part["max_time_minutes"] = None
+        if not _is_int(part.get("priority_tier")):
+            part["priority_tier"] = PRODUCTION_TIER_DEFAULT if part["class"] == "production" else BURST_TIER_DEFAULT
+        parts.append(part)
+    return parts
+
+
+def _str_or(value, default):
+    return value if isinstance(value, str) else default
+
+
+def _same_kind(value, default):
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _mappings(value):
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _strings(value):
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+# --- views: one per consumer, each taking the validated model (SiteModel or its published dict) ---
+
+# slurm_qos option -> sacctmgr's name for it (the audit compares with what sacctmgr prints)
+QOS_SACCTMGR_NAMES = {
+    "max_tres_per_user": "MaxTRESPerUser",
+    "max_jobs_per_user": "MaxJobsPerUser",
+    "max_submit_jobs_per_user": "MaxSubmitJobsPerUser",
+    "grp_tres": "GrpTRES",
+    "max_wall": "MaxWall",
+    "flags": "Flags",
+}
+
+
+def qos_args(model):
+    """The burst QOS as onprem.daskhpc.slurm_qos's options: the policy enforced inside the scheduler."""
     burst = model["burst"]
     per_user = burst["per_user"]
     return {
         "name": burst["qos"],
         "description": "daskhpc burst policy for %s" % model["name"],
-        "MaxTRESPerUser": "cpu=%d" % per_user["max_cores"],
-        "MaxJobsPerUser": per_user["max_jobs"],
-        "MaxSubmitJobsPerUser": per_user["max_submit_jobs"],
-        "GrpTRES": "cpu=%d" % burst["max_cores"],
-        "MaxWall": format_slurm_minutes(burst["max_walltime_minutes"]),
-        "Flags": "DenyOnLimit",
+        "max_tres_per_user": "cpu=%d" % per_user["max_cores"],
+        "max_jobs_per_user": per_user["max_jobs"],
+        "max_submit_jobs_per_user": per_user["max_submit_jobs"],
+        "grp_tres": "cpu=%d" % burst["max_cores"],
+        "max_wall": format_slurm_minutes(burst["max_walltime_minutes"]),
+        "flags": ["DenyOnLimit"],
     }
+
+
+def burst_qos(model):
+    """qos_args in sacctmgr's field names (as `sacctmgr show qos` prints them)."""
+    args = qos_args(model)
+    fields = {"name": args.pop("name"), "description": args.pop("description")}
+    fields.update((QOS_SACCTMGR_NAMES[key], value) for key, value in args.items())
+    fields["Flags"] = ",".join(fields["Flags"])
+    return fields
+
+
+def burst_account_args(model):
+    """The burst account as onprem.daskhpc.slurm_account's options: limited to the burst QOS."""
+    burst = model["burst"]
+    return {"name": burst["account"], "cluster": model["name"], "qos": [burst["qos"]], "default_qos": burst["qos"]}
+
+
+def allowed_groups(model, partition_class=None):
+    """Sorted directory groups allowed on the partitions of `partition_class` (every partition when None)."""
+    return sorted({g for p in model["partitions"] if partition_class in (None, p["class"]) for g in p["allow_groups"]})
+
+
+def burst_groups(model):
+    """Who may burst: the groups allowed on the burst partition, sorted.
+
+    The one answer the directory sync, the credentials, the audit and the client configuration share.
+    """
+    return allowed_groups(model, "burst")
+
+
+def burst_partition(model):
+    """The burst partition's name (validation allows at most one), or None."""
+    return model["burst_partitions"][0] if model["burst_partitions"] else None
+
+
+def ldap_settings(model):
+    """The directory's settings (the ldap section, defaults filled in)."""
+    return dict(model["ldap"])
+
+
+def ca_settings(model):
+    """The CA's settings (the ca section, defaults filled in)."""
+    return dict(model["ca"])
+
+
+def scrape_seconds(model):
+    """The Prometheus scrape interval in seconds."""
+    interval = str(model["metrics"]["scrape_interval"])
+    return int(interval[:-1]) * {"s": 1, "m": 60, "h": 3600}[interval[-1]]
+
+
+def exporter_config(model, ledger_path=None, *, listen_address="127.0.0.1", min_interval_seconds=10,
+                    slow_interval_seconds=60, slurm_bin_dir="", tls=None):
+    """The exporter's configuration (daskhpc/exporter.py reads it).
+
+    A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
+    if that is shorter), so the exporter's budget is 80 % of that and one command may take 5/8 of it.
+    """
+    budget = round(0.8 * min(10, scrape_seconds(model)), 1)
+    return {
+        "site": model["name"],
+        "scheduler": model["scheduler"],
+        "listen_address": listen_address,
+        "listen_port": model["metrics"]["exporter_port"],
+        "min_interval_seconds": int(min_interval_seconds),
+        "slow_interval_seconds": int(slow_interval_seconds),
+        "burst_partitions": list(model["burst_partitions"]),
+        "production_partitions": list(model["production_partitions"]),
+        "burst_max_share_ratio": model["burst"]["max_share_percent"] / 100.0,
+        "burst_max_cores": model["burst"]["max_cores"],
+        "ledger_path": ledger_path or ledger_file(model),
+        "slurm_bin_dir": slurm_bin_dir,
+        "scrape_budget_seconds": budget,
+        "command_timeout_seconds": round(budget * 5 / 8, 1),
+        # cert, key, ca, crl and allow (the names in Prometheus's service certificate); without it the
+        # exporter serves loopback only.
+        "tls": dict(tls) if tls else None,
+    }
+
+
+def ledger_file(model):
+    """The CA's issuance ledger."""
+    return model["ca"]["dir"].rstrip("/") + "/ledger.jsonl"
+
+
+def alert_rule_vars(model):
+    """Thresholds the alert rules derive from the model."""
+    grace = int(model["burst"]["grace_time"])
+    return {
+        "site": model["name"],
+        # preemption takes up to GraceTime; allow two scrapes and a minute of scheduling on top
+        "pending_behind_burst_for": "%ds" % (grace + 2 * scrape_seconds(model) + 60),
+        "renew_before_seconds": int(model["ca"]["renew_before_days"]) * 86400,
+        "burst_max_cores": model["burst"]["max_cores"],
+    }
+
+
+def python_venv(model):
+    """The virtual environment that holds dask.python (``.../venv/bin/python`` -> ``.../venv``); ValueError if none."""
+    python = model["dask"]["python"]
+    parts = python.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-2] != "bin":
+        raise ValueError("dask.python: %r is not a virtual environment's bin/python. Fix: give e.g. "
+                         "/opt/daskhpc/venv/bin/python" % python)
+    return "/".join(parts[:-2])
 
 
 def slurm_nodes(model):
@@ -1134,6 +1578,39 @@ def slurm_partitions(model):
     return lines
 
 
+def inventory_problems(model, compute_hosts, group="compute"):
+    """Where the inventory's compute hosts and the model's node groups disagree, each with its fix.
+
+    A node is matched by its short name (``cn001`` for ``cn001.hpc.example.org``); emulated nodes by
+    the host they run on (node_groups[].hostname).
+    """
+    wanted = {}  # inventory host (short name) -> the node_groups field that needs it
+    for i, node_group in enumerate(model["node_groups"]):
+        field = "node_groups[%d].nodes" % i
+        for host in [node_group["hostname"]] if node_group["hostname"] else node_group["node_names"]:
+            wanted.setdefault(host, field)
+    have = {}
+    for host in compute_hosts:
+        have.setdefault(str(host).split(".")[0], str(host))
+    problems = []
+    missing = sorted(h for h in wanted if h not in have and h not in ("localhost", "127.0.0.1"))
+    for host in missing[:16]:
+        field = wanted[host]
+        problems.append("%s: node %s has no host in the inventory group %s. Fix: add %s (or its FQDN) to the "
+                        "inventory group %s, or remove it from %s" % (field, host, group, host, group, field))
+    if len(missing) > 16:
+        problems.append("node_groups: %d more nodes have no host in the inventory group %s. Fix: as above"
+                        % (len(missing) - 16, group))
+    extra = sorted(have[h] for h in have if h not in wanted)
+    for host in extra[:16]:
+        problems.append("inventory group %s: host %s is no node of any node group. Fix: add it to a node "
+                        "group's nodes in daskhpc_site, or take it out of the group %s" % (group, host, group))
+    if len(extra) > 16:
+        problems.append("inventory group %s: %d more hosts are no node of any node group. Fix: as above"
+                        % (group, len(extra) - 16))
+    return problems
+
+
 def emulated_nodes(model, hostname=None):
     """Nodes whose slurmd runs on a shared host (the lab), with their ports."""
     return [
@@ -1144,10 +1621,14 @@ def emulated_nodes(model, hostname=None):
 
 
 def client_config(model, paths=None):
-    """The `daskhpc` section of the data scientists' Dask configuration."""
+    """The `daskhpc` section of the data scientists' Dask configuration, limits included.
+
+    daskhpc/daskhpc.yaml holds the package's defaults for the same keys; tests/unit keeps them equal
+    to what this gives for a model that sets nothing.
+    """
     burst = model["burst"]
     dask = model["dask"]
-    partition = model["burst_partitions"][0] if model["burst_partitions"] else None
+    partition = burst_partition(model)
     config = {
         "site": model["name"],
         "scheduler": model["scheduler"],
@@ -1160,12 +1641,12 @@ def client_config(model, paths=None):
         "worker-memory": dask["worker_memory"],
         "max-walltime": format_slurm_minutes(burst["max_walltime_minutes"]),
         "grace-time": burst["grace_time"],
-        "limits": {
+        "limits": dict({
             "max-cores-per-user": burst["per_user"]["max_cores"],
             "max-jobs-per-user": burst["per_user"]["max_jobs"],
             "max-cores-burst": burst["max_cores"],
-        },
-        "allowed-groups": next((p["allow_groups"] for p in model["partitions"] if p["name"] == partition), []),
+        }, **_job_limits(model, partition)),
+        "allowed-groups": burst_groups(model),
         "tls": dask["tls"],
         "metrics-targets-dir": model["metrics"]["dask_targets_dir"],
         "metrics-discovery-port": model["metrics"]["discovery_port"],
@@ -1174,3 +1655,13 @@ def client_config(model, paths=None):
         config["contact"] = dask["contact"]
     config.update(paths or {})
     return config
+
+
+def _job_limits(model, partition):
+    """A job runs on one node: the largest burst node bounds a job's cores and memory."""
+    nodes = {n for p in model["partitions"] if p["name"] == partition for n in p["nodes"]}
+    groups = [g for g in model["node_groups"] if nodes & set(g["node_names"])]
+    if not groups:
+        return {}
+    return {"max-cores-per-job": max(g["cpus"] for g in groups),
+            "max-memory-per-job": "%dMiB" % max(g["memory_mb"] for g in groups)}

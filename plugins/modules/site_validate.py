@@ -14,11 +14,28 @@ description:
     and returns the normalised model with its derived values.
   - Every problem is reported at once, each naming its field and how to fix it.
   - Run it first, on the controller, so a bad model stops the play before any host is touched.
+  - Publishes the validated model as the fact C(daskhpc_model); roles, templates and filters read
+    that fact instead of validating C(daskhpc_site) again (playbooks/validate.yml).
+  - With O(compute_hosts), also checks that the inventory's compute hosts are exactly the model's nodes.
 options:
   site:
     description: The site model, normally C({{ daskhpc_site }}).
     type: dict
     required: true
+  compute_hosts:
+    description:
+      - The inventory's compute hosts, normally C({{ groups['compute'] }}).
+      - Each model node needs a host of the same short name, and each host a node.
+      - Not checked when left out.
+    type: list
+    elements: str
+  lenient:
+    description:
+      - Never fail on a bad model; return the model as written (wrong types replaced by their defaults)
+        in RV(model) and the problems in RV(errors), and publish no fact. For reports on an invalid site
+        (playbooks/audit.yml), never for deploying.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -37,9 +54,25 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: daskhpc_validated
+
+- name: Validate the site model and check it against the inventory's compute hosts
+  onprem.daskhpc.site_validate:
+    site: "{{ daskhpc_site }}"
+    compute_hosts: "{{ groups['compute'] }}"
+  delegate_to: localhost
+  run_once: true
 """
 
 RETURN = r"""
+ansible_facts:
+  description: The fact C(daskhpc_model), the same as RV(model).
+  returned: success
+  type: dict
+  contains:
+    daskhpc_model:
+      description: The validated model.
+      type: dict
+      returned: success
 model:
   description: The normalised site model with derived fields (node names, burst core cap, tiers).
   returned: success
@@ -51,24 +84,40 @@ summary:
   sample: {partitions: 3, production: 2, burst: 1, total_cores: 48, burst_max_cores: 24}
 errors:
   description: Every problem found, each naming its field and its fix.
-  returned: failure
+  returned: failure, or always with O(lenient=true)
   type: list
   elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.site_model import SiteModelError, validate
+from ansible_collections.onprem.daskhpc.plugins.module_utils.site_model import (
+    SiteModelError,
+    inventory_problems,
+    validate,
+)
 
 
 def main():
-    module = AnsibleModule(argument_spec={"site": {"type": "dict", "required": True}}, supports_check_mode=True)
+    module = AnsibleModule(argument_spec={"site": {"type": "dict", "required": True},
+                                          "compute_hosts": {"type": "list", "elements": "str"},
+                                          "lenient": {"type": "bool", "default": False}},
+                           supports_check_mode=True)
+    if module.params["lenient"]:
+        model, errors = validate(module.params["site"], lenient=True)
+        module.exit_json(changed=False, model=model.as_dict(), errors=errors)
     try:
         model = validate(module.params["site"])
     except SiteModelError as exc:
         module.fail_json(msg=str(exc), errors=exc.errors)
+    if module.params["compute_hosts"] is not None:
+        errors = inventory_problems(model, module.params["compute_hosts"])
+        if errors:
+            module.fail_json(msg=str(SiteModelError(errors)), errors=errors)
+    published = model.as_dict()
     module.exit_json(
         changed=False,
-        model=model,
+        ansible_facts={"daskhpc_model": published},
+        model=published,
         summary={
             "partitions": len(model["partitions"]),
             "production": len(model["production_partitions"]),

@@ -79,8 +79,18 @@ EXAMPLES = r"""
     max_wall: "04:00:00"
     flags: [DenyOnLimit]
 
-- name: The burst QOS built from the site model
-  onprem.daskhpc.slurm_qos: "{{ daskhpc_site | onprem.daskhpc.slurm_burst_qos_args }}"
+- name: The burst QOS built from the validated site model (roles/slurm_accounting does this)
+  onprem.daskhpc.slurm_qos:
+    name: "{{ qos.name }}"
+    description: "{{ qos.description }}"
+    max_tres_per_user: "{{ qos.max_tres_per_user }}"
+    max_jobs_per_user: "{{ qos.max_jobs_per_user }}"
+    max_submit_jobs_per_user: "{{ qos.max_submit_jobs_per_user }}"
+    grp_tres: "{{ qos.grp_tres }}"
+    max_wall: "{{ qos.max_wall }}"
+    flags: "{{ qos.flags }}"
+  vars:
+    qos: "{{ daskhpc_model | onprem.daskhpc.slurm_qos_args }}"
 """
 
 RETURN = r"""

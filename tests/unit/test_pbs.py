@@ -86,15 +86,6 @@ def test_print_with_quotes_and_named_scheduler():
     assert state["server"]["default_qsub_arguments"] == ["-r y -m n"]
 
 
-def test_list_queue_keeps_every_entity_line_and_unwraps():
-    burst = pbs.parse_list(fixture("list_queue_burst.txt"))["burst"]
-    assert burst["max_run_res.ncpus"] == ["[o:PBS_ALL=256]", "[u:PBS_GENERIC=64]"]
-    assert burst["total_jobs"] == ["4"]
-    prod = pbs.parse_list(fixture("list_queue_prod_wrapped.txt"))["prod"]
-    assert prod["acl_groups"][-2:] == ["geoscience", "engineering"]
-    assert len(prod["acl_groups"]) == 8
-
-
 def test_qstat_queue_json_keeps_repeated_keys():
     queues = pbs.parse_qstat_queues(fixture("qstat_Qf.json"))
     assert queues["burst"]["max_run_res.ncpus"] == ["[o:PBS_ALL=256]", "[u:PBS_GENERIC=64]"]

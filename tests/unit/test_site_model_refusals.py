@@ -204,6 +204,9 @@ BAD = [
     ("no-production-partition", S("partitions", [{"name": "burst", "class": "burst", "node_groups": ["compute"],
                                                   "allow_groups": ["datasci"]}]),
      "partitions: there is no production partition"),
+    ("two-burst-partitions", S("partitions[3]", {"name": "burst2", "class": "burst", "node_groups": ["compute"],
+                                                 "allow_groups": ["datasci"]}),
+     "partitions: more than one burst partition"),
     # --- partitions: times and tiers ---------------------------------------------------------------
     ("max-time-zero", S("partitions[0].max_time", 0), "partitions[0].max_time"),
     ("max-time-zero-string", S("partitions[0].max_time", "0"), "partitions[0].max_time"),
