@@ -47,7 +47,7 @@ def main():
         rows.append(("boot of every host, image present (make lab-up)", timed("make", "lab-up")[0]))
 
     noop = []
-    for _ in range(args.noop_rounds):
+    for _round in range(args.noop_rounds):
         seconds, out = timed("make", "converge")
         changed = sum(int(n) for n in RECAP.findall(out))
         if changed:
@@ -55,7 +55,7 @@ def main():
         noop.append(seconds)
     rows.append(("no-op converge, changed=0 (median of %d)" % len(noop), statistics.median(noop)))
 
-    width = max(len(name) for name, _ in rows)
+    width = max(len(name) for name, _value in rows)
     for name, seconds in rows:
         print("%-*s %8.1f s" % (width, name, seconds))
 

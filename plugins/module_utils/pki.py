@@ -391,7 +391,7 @@ def ensure_ca(ca_dir, name, passphrase, *, key_type="ecdsa-p256", root_days=3650
     actions = plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days, now)
     if actions and not check_mode:
         open_dir(ca_dir, create=True, mode=0o700).close()
-        kinds = {a for a, _ in actions}
+        kinds = {a for a, _detail in actions}
         if "root" in kinds:
             root_key = generate_key(key_type)
             root = make_root(name, root_key, root_days, now)
@@ -927,9 +927,7 @@ def build_crl(ca, revoked, days, now=None):
     return builder.sign(ca.key, _sign_algorithm(ca.key))
 
 
-
 # --- the whole flow, shared by the certificate and certificate_batch modules ---------
-
 
 def _resolve_owner(req):
     label = req["path"]
