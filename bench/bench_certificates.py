@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Issue N user certificates: onprem.daskhpc.certificate_batch against the community.crypto ownca flow.
 
 Both sides run through ansible-playbook on localhost, against the same issuing CA:

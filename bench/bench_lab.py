@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How long the lab takes: `make lab` from nothing (by phase), and a no-op converge.
 
     .venv/bin/python bench/bench_lab.py [--keep] [--noop-rounds 3]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Scrape latency of the daskhpc exporter with 1,000, 10,000 and 50,000 jobs queued on the lab.
 
 Jobs are held job arrays (`sbatch --hold --array=1-N`), cancelled afterwards. For each size,

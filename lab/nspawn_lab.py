@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The lab harness: Debian 12 hosts, each booted with systemd under systemd-nspawn, on a private bridge.
 
 The hosts, their addresses and the bridge come from the lab inventory (inventories/lab/hosts.yml),
