@@ -125,8 +125,10 @@ attributes:
   diff_mode:
     support: full
     description: Shows serial, subject, SANs and expiry before and after.
+requirements:
+  - cryptography >= 42 (on the host that runs the module)
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""
@@ -181,7 +183,7 @@ privatekey_path:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
@@ -225,6 +227,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if not pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography >= 42"), exception=pki.CRYPTOGRAPHY_IMPORT_ERROR)
     p = module.params
     try:
         results, _records = pki.ensure_certificates(
