@@ -218,7 +218,7 @@ def main():
             "owner": {"type": "str"},
             "group": {"type": "str"},
             "mode": {"type": "raw", "default": "0644"},
-            "privatekey_mode": {"type": "raw", "default": "0600"},
+            "privatekey_mode": {"type": "raw", "default": "0600", "no_log": False},
             "create_dirs": {"type": "bool", "default": False},
             "dir_mode": {"type": "raw", "default": "0700"},
             "backup": {"type": "bool", "default": False},
