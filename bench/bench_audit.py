@@ -30,7 +30,7 @@ def timed(label, results, fn, *args):
 
 def plain_csv(report, directory):
     """Baseline: the same tables dumped with csv.writer, no parsing, templates or charts."""
-    for name, _, _, columns, rows in TABLES:
+    for name, _section, _title, columns, rows in TABLES:
         with open(os.path.join(directory, name + ".csv"), "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Issue N user certificates: onprem.daskhpc.certificate_batch against the community.crypto ownca flow.
 
 Both sides run through ansible-playbook on localhost, against the same issuing CA:
@@ -84,7 +83,7 @@ def main(argv=None):
       onprem.daskhpc.ca: {ca_dir: "%s", name: bench CA, passphrase: "%s"}
 """ % (ca, PASSPHRASE)
         run_playbook(setup, tmp)
-        empty, _ = run_playbook(
+        empty, _output = run_playbook(
             "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: start-up}\n", tmp)
 
         users = [{"path": "%s/batch/u%d/user.pem" % (tmp, i), "subject": {"CN": "u%d" % i}}
@@ -147,7 +146,7 @@ def main(argv=None):
       loop_control: {label: "{{ item.item.item }}"}
 """ % {"tmp": tmp, "n": args.sample, "ca": ca, "pw": PASSPHRASE}
         (tmp / "cc").mkdir()
-        cc_time, _ = run_playbook(flow, tmp, collections)
+        cc_time, _output = run_playbook(flow, tmp, collections)
         cc_issued = len(list((tmp / "cc").glob("u*.pem")))
         assert cc_issued == args.sample, cc_issued
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How long the lab takes: `make lab` from nothing (by phase), and a no-op converge.
 
     .venv/bin/python bench/bench_lab.py [--keep] [--noop-rounds 3]
@@ -47,7 +46,7 @@ def main():
         rows.append(("boot of every host, image present (make lab-up)", timed("make", "lab-up")[0]))
 
     noop = []
-    for _ in range(args.noop_rounds):
+    for _round in range(args.noop_rounds):
         seconds, out = timed("make", "converge")
         changed = sum(int(n) for n in RECAP.findall(out))
         if changed:
@@ -55,7 +54,7 @@ def main():
         noop.append(seconds)
     rows.append(("no-op converge, changed=0 (median of %d)" % len(noop), statistics.median(noop)))
 
-    width = max(len(name) for name, _ in rows)
+    width = max(len(name) for name, _value in rows)
     for name, seconds in rows:
         print("%-*s %8.1f s" % (width, name, seconds))
 

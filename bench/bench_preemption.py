@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Production job start latency with the burst partition full versus empty, on the lab's real SLURM.
 
 Each round submits one production job that needs a whole node (n4 on `prod`), either onto an idle
@@ -56,7 +55,7 @@ def one_round(full, burst_exits_on_term):
         wait(lambda: job(burst_id)["JobState"] == "RUNNING")
     prod_id = run("sbatch", "--parsable", "-p", "prod", "-w", NODE, "-n", "8", "--wrap", "sleep 1")
     wait(lambda: job(prod_id)["StartTime"] != "Unknown" and job(prod_id)["JobState"] in ("RUNNING", "COMPLETED",
-                                                                                        "COMPLETING"))
+                                                                                         "COMPLETING"))
     info = job(prod_id)
     fmt = "%Y-%m-%dT%H:%M:%S"
     latency = (datetime.strptime(info["StartTime"], fmt) - datetime.strptime(info["SubmitTime"], fmt)).total_seconds()

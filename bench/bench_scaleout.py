@@ -89,7 +89,7 @@ def submission_only(n, cfg):
               "-J", "bench-submit", "--wrap", "true"]
     start = time.perf_counter()
     procs = [subprocess.Popen(["sbatch", "--parsable", *common], stdout=subprocess.PIPE, text=True)
-             for _ in range(n)]
+             for _index in range(n)]
     ids = [p.communicate()[0].strip() for p in procs]
     separate = time.perf_counter() - start
     start = time.perf_counter()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Scrape latency of the daskhpc exporter with 1,000, 10,000 and 50,000 jobs queued on the lab.
 
 Jobs are held job arrays (`sbatch --hold --array=1-N`), cancelled afterwards. For each size,
@@ -85,7 +84,7 @@ def per_call_scrape():
 
 def timed(func, repeat):
     times = []
-    for _ in range(repeat):
+    for _round in range(repeat):
         started = time.perf_counter()
         func()
         times.append(time.perf_counter() - started)
@@ -115,7 +114,7 @@ def main(argv=None):
     print("\n".join(line for line in config.splitlines() if line.startswith(("MaxJobCount", "MaxArraySize"))))
     variants = [("exporter", exporter_scrape(SlurmSource)), ("exporter -r", exporter_scrape(ExpandedSlurmSource)),
                 ("naive json", naive_json_scrape), ("per-call", per_call_scrape)]
-    print("%8s %8s %8s | %s" % ("jobs", "queued", "records", " | ".join("%-22s" % name for name, _ in variants)))
+    print("%8s %8s %8s | %s" % ("jobs", "queued", "records", " | ".join("%-22s" % name for name, _scrape in variants)))
     rows = []
     leftover = records()
     if leftover > 1000:
@@ -126,24 +125,24 @@ def main(argv=None):
     job_ids = []
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            missing = size - sum(n for _, n in job_ids)
+            missing = size - sum(n for _job_id, n in job_ids)
             if missing > 0:
                 job_ids.append((run("sbatch", "--parsable", "--hold", "-p", "prod", "--array=1-%d" % missing,
                                     "-o", "/dev/null", "--wrap", "true").split(";")[0], missing))
             queued, listed = queued_jobs(), records()
-            results = {name: [] for name, _ in variants}
-            for _ in range(args.repeat):  # alternate so load changes hit every variant alike
+            results = {name: [] for name, _scrape in variants}
+            for _round in range(args.repeat):  # alternate so load changes hit every variant alike
                 for name, func in variants:
                     results[name] += timed(func, 1)
             medians = {name: statistics.median(times) for name, times in results.items()}
             rows.append((size, medians))
             base = medians["exporter"]
             print("%8d %8d %8d | %s" % (size, queued, listed, " | ".join(
-                "%7.3f s (x%6.1f)     " % (medians[name], medians[name] / base) for name, _ in variants)))
+                "%7.3f s (x%6.1f)     " % (medians[name], medians[name] / base) for name, _scrape in variants)))
             sys.stdout.flush()
     finally:
         if job_ids:
-            run("scancel", *(job_id for job_id, _ in job_ids))
+            run("scancel", *(job_id for job_id, _count in job_ids))
     goal = rows[-1][1]["exporter"]
     print("goal: exporter scrape under 1 s at %d jobs: %s (%.3f s)" % (rows[-1][0], "met" if goal < 1 else
                                                                        "NOT met", goal))

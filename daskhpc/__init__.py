@@ -6,7 +6,13 @@ Names are imported lazily so that ``daskhpc`` subcommands (audit, exporter)
 do not pay for importing Dask.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers and linters only; at run time __getattr__ imports on first use
+    from daskhpc.cluster import BurstCluster, BurstClusterBase, PolicyError, SlurmBurstCluster
+    from daskhpc.config import NotConfigured
 
 _LAZY = {
     "BurstCluster": "daskhpc.cluster",

@@ -15,7 +15,7 @@ SUBCOMMANDS = {
 
 def usage():
     lines = ["usage: daskhpc COMMAND [options]", "", "commands:"]
-    lines += ["  %-16s %s" % (name, text) for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["  %-16s %s" % (name, text) for name, (_module, text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -784,7 +784,7 @@ def cluster_class(scheduler=None):
     if target is None:
         raise site.NotConfigured("daskhpc.scheduler=%r is not supported (use one of: %s)"
                                  % (scheduler, ", ".join(SCHEDULER_CLASSES)))
-    module, _, name = target.partition(":")
+    module, _sep, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 

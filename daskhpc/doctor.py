@@ -71,13 +71,13 @@ class Doctor:
 
     def check_config(self):
         if self.config_error is not None:
-            return Check("site configuration", False, str(self.config_error).split(". Fix:")[0],
+            return Check("site configuration", False, str(self.config_error).split(". Fix:", 1)[0],
                          "ask %s to re-run the onprem.daskhpc.dask_client role on this machine (it writes %s "
                          "root-owned, mode 0644)" % (self.contact, site.SITE_FILE))
         try:
             cfg = site.require_site(self.config)
         except site.NotConfigured as exc:
-            return Check("site configuration", False, str(exc).split(". Fix:")[0],
+            return Check("site configuration", False, str(exc).split(". Fix:", 1)[0],
                          "ask %s to run the onprem.daskhpc.dask_client role on this machine (it writes %s)"
                          % (self.contact, site.SITE_FILE))
         return Check("site configuration", True, "%s: site %s, partition %s, QOS %s, account %s (from %s)" % (
@@ -89,7 +89,7 @@ class Doctor:
         if not os.access(python, os.X_OK):
             return Check("worker python", False, "%s is missing or not executable by %s" % (python, self.user),
                          "ask %s to run the dask_client role on the compute nodes" % self.contact)
-        rc, _, err = self.run([python, "-c", "import daskhpc.worker"])
+        rc, _out, err = self.run([python, "-c", "import daskhpc.worker"])
         if rc != 0:
             return Check("worker python", False, "%s cannot import daskhpc.worker: %s" % (python, err.strip()[-200:]),
                          "ask %s to re-run the dask_client role (the environment is incomplete)" % self.contact)
@@ -129,7 +129,7 @@ class Doctor:
                          "ask %s to add you to one of these directory groups: %s (SLURM picks up membership "
                          "within a few minutes)" % (self.contact, ", ".join(allowed)))
         return Check("burst access", True, "%s is in %s (allowed: %s)" % (self.user, ", ".join(shared),
-                                                                            ", ".join(allowed)))
+                                                                          ", ".join(allowed)))
 
     def check_association(self):
         account, qos = self.config["account"], self.config["qos"]

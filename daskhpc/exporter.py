@@ -74,9 +74,10 @@ SOURCES = {"slurm": SlurmSource, "pbs": "daskhpc.pbs_exporter:PbsSource"}
 def source_class(scheduler):
     found = SOURCES[scheduler]
     if isinstance(found, str):
-        module, _, name = found.partition(":")
+        module, _sep, name = found.partition(":")
         found = SOURCES[scheduler] = getattr(importlib.import_module(module), name)
     return found
+
 
 __all__ = ["SOURCES", "BatchCollector", "BatchSource", "BatchSystemError", "CertificateCollector",
            "ClusterState", "Job", "Node", "Preemption", "build_registry", "load_config", "main"]

@@ -43,8 +43,8 @@ def array_task_count(job_id):
     count = 0
     for part in match.group(1).split("%")[0].split(","):
         # `1-99:2` is a stepped range
-        span, _, step = part.partition(":")
-        lo, _, hi = span.partition("-")
+        span, _sep, step = part.partition(":")
+        lo, _sep, hi = span.partition("-")
         try:
             count += len(range(int(lo), int(hi or lo) + 1, int(step or 1)))
         except ValueError:
@@ -142,7 +142,7 @@ def parse_sacct_preemptions(text):
         fields = line.split(SEP)
         if len(fields) != 5 or not fields[4].upper().startswith("PREEMPTED"):
             continue
-        job_id, partition, user, end, _ = fields
+        job_id, partition, user, end, _state = fields
         when = parse_timestamp(end)
         if when is not None:
             events.append(Preemption(job_id=job_id, partition=partition, user=user, time=when))
@@ -199,7 +199,7 @@ def parse_sdiag(text):
             if match:
                 rpc[match.group(1)] = (int(match.group(2)), int(match.group(3)))
         elif ":" in stripped and section in ("", "main", "backfill"):
-            key, _, value = stripped.partition(":")
+            key, _sep, value = stripped.partition(":")
             value = value.strip().split()[0] if value.strip() else ""
             if re.match(r"^-?\d+(\.\d+)?$", value):
                 # top-level lines appear before the first section header
@@ -252,4 +252,3 @@ class SlurmSource(BatchSource):
 
     def read_health(self):
         return sdiag_metrics(parse_sdiag(self.run("sdiag")))
-

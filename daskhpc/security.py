@@ -167,14 +167,14 @@ class RevocationList:
 
     def check(self, der):
         """Raise CrlError unless the (chain-verified) peer certificate ``der`` is covered and not revoked."""
-        _, crl, revoked = self.refresh()
+        _stamp, crl, revoked = self.refresh()
         cert = x509.load_der_x509_certificate(der)
         if cert.issuer != crl.issuer:
             raise CrlError("peer certificate %s was issued by %s, which the CRL %s does not cover"
                            % (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), self.path))
         if cert.serial_number in revoked:
             raise CrlError("peer certificate %s (serial %X) is revoked" % (cert.subject.rfc4514_string(),
-                                                                          cert.serial_number))
+                                                                           cert.serial_number))
 
 
 def load_crl(ctx, crl_file, now=None):
@@ -219,7 +219,7 @@ class IdentitySecurity(Security):
 
     def __repr__(self):
         return "IdentitySecurity(owner=%s, crl_file=%s, %s)" % (self.owner, self.crl_file,
-                                                                 super().__repr__()[len("Security("):-1])
+                                                                super().__repr__()[len("Security("):-1])
 
 
 def _check_credential(paths):

@@ -32,7 +32,6 @@ import time
 
 # Imported before forking, on purpose: the forked workers share it.
 import dask
-import distributed  # noqa: F401
 from dask.utils import parse_timedelta
 from distributed import Worker
 from distributed.core import Status

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The lab harness: Debian 12 hosts, each booted with systemd under systemd-nspawn, on a private bridge.
 
 The hosts, their addresses and the bridge come from the lab inventory (inventories/lab/hosts.yml),
@@ -235,7 +234,7 @@ def wait_for_ssh(hosts, timeout=120):
     lines = []
     running = {name: address for name, address in lab_hosts()[0].items() if pid_of(name)}
     for name, address in sorted(running.items()):
-        for _ in range(20):
+        for _attempt in range(20):
             scan = run("ssh-keyscan", "-T", "2", "-t", "ed25519", address, capture_output=True, text=True,
                        check=False).stdout
             if scan.strip():
@@ -301,7 +300,7 @@ def stop_host(name, timeout=30):
 
 
 def down():
-    hosts, _ = lab_hosts() if INVENTORY.exists() else ({}, {})
+    hosts, _settings = lab_hosts() if INVENTORY.exists() else ({}, {})
     names = set(hosts) | ({p.name for p in HOSTS_DIR.iterdir()} if HOSTS_DIR.exists() else set())
     for name in sorted(names):
         pid = pid_of(name)
@@ -313,7 +312,7 @@ def down():
 
 def destroy():
     down()
-    _, settings = lab_hosts()
+    _hosts, settings = lab_hosts()
     run("ip", "link", "del", settings["bridge"], check=False, stderr=subprocess.DEVNULL)
     publish_names({})
     if LAB_DIR.exists():
@@ -327,7 +326,7 @@ def set_link(name, state):
 
 
 def status():
-    hosts, _ = lab_hosts()
+    hosts, _settings = lab_hosts()
     for name, address in sorted(hosts.items()):
         print("%-8s %-15s %s" % (name, address, "running" if pid_of(name) else "stopped"))
 

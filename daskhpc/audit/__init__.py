@@ -278,5 +278,5 @@ def main(argv=None):
     for fmt in formats:
         paths = written[fmt]
         print("  %-4s %s" % (fmt, paths[0] if len(paths) == 1 else "%s (%d files)" % (os.path.dirname(paths[0]),
-                                                                                     len(paths))))
+                                                                                      len(paths))))
     return 0

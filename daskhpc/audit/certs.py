@@ -48,7 +48,7 @@ def key_weakness(key_type, bits, sig_hash):
 def _ledger_key(key_type):
     """`rsa-1024` -> ("rsa", 1024); `ecdsa-p256` -> ("ecdsa", 256); `ed25519` -> ("ed25519", 256)."""
     text = str(key_type or "").lower()
-    family, _, size = text.partition("-")
+    family, _sep, size = text.partition("-")
     digits = "".join(ch for ch in size if ch.isdigit())
     if family == "ed25519":
         return "ed25519", 256

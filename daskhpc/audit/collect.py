@@ -419,7 +419,7 @@ def _valid(model):
 
 def _int(value):
     try:
-        return int(str(value).split("(")[0])
+        return int(str(value).split("(", 1)[0])
     except (TypeError, ValueError):
         return None
 

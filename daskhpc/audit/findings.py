@@ -37,8 +37,8 @@ def _nodes(expr):
 def model_rules(model, errors):
     out = []
     for error in errors:
-        field, _, rest = error.partition(": ")
-        problem, _, fix = rest.partition(". Fix: ")
+        field, _sep, rest = error.partition(": ")
+        problem, _sep, fix = rest.partition(". Fix: ")
         out.append(_finding("model-invalid", "high", field, "The site model is invalid",
                             "%s: %s" % (field, problem), fix or "correct the field", "site"))
     if not model:
@@ -196,7 +196,7 @@ def certificate_rules(report):
             # Short-lived certificates (user credentials) renew automatically; only long ones are findings.
             out.append(_finding("expiring-certificate", "medium", c["id"], "A certificate expires within 30 days",
                                 "%s (%s) expires on %s (%s days)" % (c["subject"], where, c["not_after"],
-                                                                      c["days_left"]),
+                                                                     c["days_left"]),
                                 "renew it before it expires (re-run playbooks/pki.yml)", "certificates"))
         if c["source"] == "file" and c["status"] == "revoked":
             out.append(_finding("revoked-certificate-deployed", "high", c["id"],

@@ -89,7 +89,7 @@ def hbar_chart(title, items, unit="", colours=None):
     """Horizontal bars: items is [(label, value)]. Plain SVG, no script, prints as is."""
     width, label_w, row_h = 640, 180, 22
     height = 30 + row_h * max(1, len(items))
-    top = max([v for _, v in items] + [0]) or 1
+    top = max([v for _label, v in items] + [0]) or 1
     out = ['<svg xmlns="http://www.w3.org/2000/svg" role="img" width="%d" height="%d" viewBox="0 0 %d %d">'
            % (width, height, width, height), "<title>%s</title>" % escape(title),
            '<text x="0" y="16" class="chart-title">%s</text>' % escape(title)]
@@ -97,11 +97,11 @@ def hbar_chart(title, items, unit="", colours=None):
         out.append('<text x="0" y="42">no data</text>')
     for i, (label, value) in enumerate(items):
         y = 26 + i * row_h
-        bar = (width - label_w - 90) * (value / top)
+        bar_width = (width - label_w - 90) * (value / top)
         colour = (colours or {}).get(label, "#1565c0")
         out.append('<text x="0" y="%d">%s</text>' % (y + 14, escape(str(label)[:26])))
-        out.append('<rect x="%d" y="%d" width="%.1f" height="16" fill="%s"/>' % (label_w, y + 2, bar, colour))
-        out.append('<text x="%.1f" y="%d">%s%s</text>' % (label_w + bar + 6, y + 14, _num(value), unit))
+        out.append('<rect x="%d" y="%d" width="%.1f" height="16" fill="%s"/>' % (label_w, y + 2, bar_width, colour))
+        out.append('<text x="%.1f" y="%d">%s%s</text>' % (label_w + bar_width + 6, y + 14, _num(value), unit))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -223,7 +223,7 @@ def render(report, output_dir, formats=FORMATS):
         csv_dir = os.path.join(output_dir, "csv")
         os.makedirs(csv_dir, exist_ok=True)
         written["csv"] = []
-        for name, _, _, cols, rows in tabs:
+        for name, _section, _title, cols, rows in tabs:
             path = os.path.join(csv_dir, name + ".csv")
             _write(path, to_csv(cols, rows))
             written["csv"].append(path)

@@ -15,7 +15,7 @@ description:
   - Meant for C(ANSIBLE_STDOUT_CALLBACK=onprem.daskhpc.drift_json ansible-playbook --check --diff site.yml),
     whose output C(daskhpc audit --drift FILE) reads.
   - Results of tasks with C(no_log) are replaced by a placeholder; diffs are never printed for them.
-author: onprem.daskhpc contributors
+author: onprem.daskhpc contributors (@onprem)
 """
 
 import json

@@ -16,7 +16,6 @@ options:
     description: The CA passphrase that decrypts the issuing key. Keep it in a vault.
     type: str
     required: true
-    no_log: true
   requested_by:
     description: Who asked for this, recorded in the ledger. Defaults to the user running the module
       (C(SUDO_USER) when set).

@@ -28,13 +28,23 @@ import json
 import os
 import pwd
 import re
+import traceback
 
-import cryptography
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# Optional at import time so that Ansible can read the modules' argument specs (ansible-doc, sanity tests)
+# on a Python without it; the modules fail with missing_required_lib when HAS_CRYPTOGRAPHY is false.
+try:
+    import cryptography
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ImportError:
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
 from .safepath import PathRefused, open_dir
 
@@ -45,25 +55,20 @@ PROFILES = ("host", "service", "user")
 # (Debian 12's Prometheus) refuses any certificate whose policy OID has a larger arc ("x509: invalid
 # certificate policies"), so a 128-bit UUID arc would keep Prometheus from using or trusting our certificates.
 PROFILE_ARC = "2.25.576294205"
-PROFILE_POLICIES = {name: x509.ObjectIdentifier("%s.%d" % (PROFILE_ARC, i)) for i, name in enumerate(PROFILES, 1)}
+PROFILE_POLICIES = ({name: x509.ObjectIdentifier("%s.%d" % (PROFILE_ARC, i)) for i, name in enumerate(PROFILES, 1)}
+                    if HAS_CRYPTOGRAPHY else {})
 USER_OU = "users"
-REVOCATION_REASONS = {
-    "unspecified": x509.ReasonFlags.unspecified,
-    "key_compromise": x509.ReasonFlags.key_compromise,
-    "ca_compromise": x509.ReasonFlags.ca_compromise,
-    "affiliation_changed": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
-    "certificate_hold": x509.ReasonFlags.certificate_hold,
-    "privilege_withdrawn": x509.ReasonFlags.privilege_withdrawn,
-}
+# The reasons a revocation may give: names of x509.ReasonFlags members (the crl module's choices).
+REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise", "affiliation_changed", "superseded",
+                      "cessation_of_operation", "certificate_hold", "privilege_withdrawn")
+# Subject fields a request may set, in the order they appear in a name, with their NameOID attribute.
 SUBJECT_FIELDS = {
-    "C": NameOID.COUNTRY_NAME,
-    "ST": NameOID.STATE_OR_PROVINCE_NAME,
-    "L": NameOID.LOCALITY_NAME,
-    "O": NameOID.ORGANIZATION_NAME,
-    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "CN": NameOID.COMMON_NAME,
+    "C": "COUNTRY_NAME",
+    "ST": "STATE_OR_PROVINCE_NAME",
+    "L": "LOCALITY_NAME",
+    "O": "ORGANIZATION_NAME",
+    "OU": "ORGANIZATIONAL_UNIT_NAME",
+    "CN": "COMMON_NAME",
 }
 CA_FILES = {
     "root_cert": "root.pem",
@@ -194,8 +199,8 @@ def build_name(subject):
     if unknown:
         raise PkiError("subject fields %s are not supported" % ", ".join(sorted(unknown)),
                        "use only: %s" % ", ".join(SUBJECT_FIELDS))
-    return x509.Name([x509.NameAttribute(oid, str(subject[field]))
-                      for field, oid in SUBJECT_FIELDS.items() if subject.get(field)])
+    return x509.Name([x509.NameAttribute(getattr(NameOID, oid_name), str(subject[field]))
+                      for field, oid_name in SUBJECT_FIELDS.items() if subject.get(field)])
 
 
 def _valid_dns(name):
@@ -391,7 +396,7 @@ def ensure_ca(ca_dir, name, passphrase, *, key_type="ecdsa-p256", root_days=3650
     actions = plan_ca(ca_dir, name, passphrase, intermediate_renew_before_days, now)
     if actions and not check_mode:
         open_dir(ca_dir, create=True, mode=0o700).close()
-        kinds = {a for a, _ in actions}
+        kinds = {a for a, _detail in actions}
         if "root" in kinds:
             root_key = generate_key(key_type)
             root = make_root(name, root_key, root_days, now)
@@ -922,14 +927,12 @@ def build_crl(ca, revoked, days, now=None):
         rev = (x509.RevokedCertificateBuilder().serial_number(int(entry["serial"], 16)).revocation_date(when))
         reason = entry.get("revocation_reason") or "unspecified"
         if reason != "unspecified":
-            rev = rev.add_extension(x509.CRLReason(REVOCATION_REASONS[reason]), critical=False)
+            rev = rev.add_extension(x509.CRLReason(x509.ReasonFlags[reason]), critical=False)
         builder = builder.add_revoked_certificate(rev.build())
     return builder.sign(ca.key, _sign_algorithm(ca.key))
 
 
-
 # --- the whole flow, shared by the certificate and certificate_batch modules ---------
-
 
 def _resolve_owner(req):
     label = req["path"]

@@ -32,7 +32,6 @@ def timed_runner(timeout=command.DEFAULT_TIMEOUT):
     return lambda argv: command.run(argv, timeout)
 
 
-
 def _single(what, value):
     if _NOT_SINGLE.search(str(value)):
         raise SacctmgrError("refusing %s %r: sacctmgr would read a comma, '=', whitespace or a leading '-' as "
@@ -156,4 +155,4 @@ def state_view(fields, row):
     """A row keyed by option names, for diff output."""
     if row is None:
         return {}
-    return {option: row.get(format_key, "") for option, (_, format_key, _) in fields.items()}
+    return {option: row.get(format_key, "") for option, (_set_key, format_key, _normalise) in fields.items()}

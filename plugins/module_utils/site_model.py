@@ -145,7 +145,7 @@ def _parse_hostlist(expr):
         else:
             spans = []
             for part in ranges.split(","):
-                lo, _, hi = part.partition("-")
+                lo, _sep, hi = part.partition("-")
                 hi = hi or lo
                 if not (lo.isdigit() and hi.isdigit()) or len(lo) > 18 or len(hi) > 18 or int(hi) < int(lo):
                     raise ValueError("bad range %s in host list %s" % (_show(part), _show(expr)))
@@ -157,13 +157,14 @@ def _parse_hostlist(expr):
 
 def hostlist_size(expr):
     """How many hosts a host list names, computed without expanding it."""
-    return sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _ in spans) for _, spans in _parse_hostlist(expr))
+    return sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _width in spans)
+               for _prefix, spans in _parse_hostlist(expr))
 
 
 def expand_hostlist(expr, limit=MAX_NODES):
     """Expand a SLURM-style host list such as ``n[1-4,7],gpu01`` (at most `limit` hosts, checked first)."""
     parts = _parse_hostlist(expr)
-    size = sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _ in spans) for _, spans in parts)
+    size = sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _width in spans) for _prefix, spans in parts)
     if limit is not None and size > limit:
         raise ValueError("host list %s names %d hosts, more than %d" % (_show(str(expr)), size, limit))
     hosts = []
@@ -610,13 +611,13 @@ def _hosts(chk, field, value, budget):
     except ValueError as exc:
         chk.error(field, str(exc), fix)
         return []
-    size = sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _ in spans) for _, spans in parts)
+    size = sum(1 if spans is None else sum(hi - lo + 1 for lo, hi, _width in spans) for _prefix, spans in parts)
     if size > budget:
         chk.error(field, "names %d nodes; the model may hold at most %d nodes in all" % (size, MAX_NODES),
                   "check the ranges (a digit too many?) or split the site")
         return []
     for prefix, spans in parts:
-        longest = len(prefix) + (max(max(width, len(str(hi))) for _, hi, width in spans) if spans else 0)
+        longest = len(prefix) + (max(max(width, len(str(hi))) for _lo, hi, width in spans) if spans else 0)
         if longest > 64:
             chk.error(field, "node names of %d characters are too long" % longest, "use names of at most 64 characters")
             return []
@@ -630,7 +631,7 @@ def _check_node_groups(chk, model):
     entries = chk.list_of_dicts("node_groups", model.get("node_groups"))
     if not entries or len(entries) != len(model["node_groups"]):
         chk.cores_known = False
-    groups = [g for _, g in entries]
+    groups = [g for _index, g in entries]
     chk.unique_names("node_groups", entries)
     node_owner = {}
     chk.node_ports = []
@@ -706,7 +707,7 @@ def _check_groups(chk, model):
             group["description"] = ""
         elif group["description"] != "":
             chk.text(field + ".description", group["description"], 256, "write one line of at most 256 characters")
-    return {g["name"] for _, g in entries if isinstance(g.get("name"), str) and NAME_RE.match(g["name"])}
+    return {g["name"] for _index, g in entries if isinstance(g.get("name"), str) and NAME_RE.match(g["name"])}
 
 
 def _label(name):
@@ -722,7 +723,7 @@ def _pfield(i, part):
 
 def _check_partitions(chk, model, node_groups, group_names):
     entries = chk.list_of_dicts("partitions", model.get("partitions"))
-    parts = [p for _, p in entries]
+    parts = [p for _index, p in entries]
     chk.unique_names("partitions", entries)
     memberships = 0
     for i, part in entries:
@@ -1591,7 +1592,7 @@ def inventory_problems(model, compute_hosts, group="compute"):
             wanted.setdefault(host, field)
     have = {}
     for host in compute_hosts:
-        have.setdefault(str(host).split(".")[0], str(host))
+        have.setdefault(str(host).split(".", 1)[0], str(host))
     problems = []
     missing = sorted(h for h in wanted if h not in have and h not in ("localhost", "127.0.0.1"))
     for host in missing[:16]:

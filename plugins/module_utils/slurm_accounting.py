@@ -179,7 +179,7 @@ def ensure_user(module):
 def _after(before, fields, settings):
     """The record as it will read after the change: only the fields being set differ from before."""
     after = dict(before)
-    for option, (set_key, _, _) in fields.items():
+    for option, (set_key, _format_key, _normalise) in fields.items():
         if set_key in settings:
             after[option] = settings[set_key]
     return after

@@ -33,7 +33,6 @@ options:
     description: Passphrase that encrypts both CA keys, at least 12 characters. Keep it in a vault.
     type: str
     required: true
-    no_log: true
   key_type:
     description: Key type for new CA keys.
     type: str
@@ -58,8 +57,10 @@ attributes:
   diff_mode:
     support: full
     description: Shows the root and intermediate (subject, serial, expiry) before and after.
+requirements:
+  - cryptography >= 42 (on the host that runs the module)
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""
@@ -89,7 +90,7 @@ bundle:
   sample: /etc/daskhpc/ca/ca.pem
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 
@@ -106,6 +107,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if not pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography >= 42"), exception=pki.CRYPTOGRAPHY_IMPORT_ERROR)
     p = module.params
     try:
         before = pki.ca_summary(p["ca_dir"])

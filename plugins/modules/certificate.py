@@ -125,8 +125,10 @@ attributes:
   diff_mode:
     support: full
     description: Shows serial, subject, SANs and expiry before and after.
+requirements:
+  - cryptography >= 42 (on the host that runs the module)
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""
@@ -181,7 +183,7 @@ privatekey_path:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
@@ -216,7 +218,7 @@ def main():
             "owner": {"type": "str"},
             "group": {"type": "str"},
             "mode": {"type": "raw", "default": "0644"},
-            "privatekey_mode": {"type": "raw", "default": "0600"},
+            "privatekey_mode": {"type": "raw", "default": "0600", "no_log": False},
             "create_dirs": {"type": "bool", "default": False},
             "dir_mode": {"type": "raw", "default": "0700"},
             "backup": {"type": "bool", "default": False},
@@ -225,6 +227,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if not pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography >= 42"), exception=pki.CRYPTOGRAPHY_IMPORT_ERROR)
     p = module.params
     try:
         results, _records = pki.ensure_certificates(

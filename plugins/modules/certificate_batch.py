@@ -49,8 +49,10 @@ attributes:
   diff_mode:
     support: full
     description: Shows serial, subject, SANs and expiry before and after for the changed certificates.
+requirements:
+  - cryptography >= 42 (on the host that runs the module)
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""
@@ -94,7 +96,7 @@ certificates:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 
@@ -123,6 +125,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if not pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography >= 42"), exception=pki.CRYPTOGRAPHY_IMPORT_ERROR)
     p = module.params
     defaults = {"profile": "host", "key_type": "ecdsa-p256", "days": 90, "renew_before_days": 30}
     defaults.update(_item_request(p["defaults"]))

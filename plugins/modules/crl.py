@@ -51,8 +51,10 @@ attributes:
   diff_mode:
     support: full
     description: Shows the revoked serials and next update before and after.
+requirements:
+  - cryptography >= 42 (on the host that runs the module)
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""
@@ -95,7 +97,7 @@ path:
   sample: /etc/daskhpc/ca/crl.pem
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
 
 
@@ -114,6 +116,8 @@ def main():
         },
         supports_check_mode=True,
     )
+    if not pki.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography >= 42"), exception=pki.CRYPTOGRAPHY_IMPORT_ERROR)
     p = module.params
     try:
         # for the diff only; ensure_crl repairs an unfinished tail and says so

@@ -19,8 +19,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Reports what it would create, change or remove; writes nothing to the directory.
   diff_mode:
     support: full
+    description: Shows the entry's attributes before and after (passwords masked).
 options:
   dn:
     description: DN of the entry.
@@ -43,7 +45,7 @@ options:
     description: Clear-text password, stored as a salted C({SSHA}) hash in C(userPassword) only when it changed.
     type: str
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -19,8 +19,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Reports the members it would add or remove; writes nothing to the directory.
   diff_mode:
     support: full
+    description: Shows the group entry's attributes before and after.
 options:
   name:
     description: Group name (C(cn)).
@@ -61,7 +63,7 @@ options:
     description: DN under which users live; needed for O(schema=groupOfNames) member DNs.
     type: str
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -20,8 +20,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Reads only, so it runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to show.
 options:
   base:
     description: Base DN that must exist (searched at scope base). Skipped when omitted.
@@ -53,7 +55,7 @@ options:
     choices: [error, ignore]
     default: error
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

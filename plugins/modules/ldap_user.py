@@ -19,8 +19,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Reports what it would create, change or remove; writes nothing to the directory.
   diff_mode:
     support: full
+    description: Shows the user entry's attributes before and after (passwords masked).
 options:
   uid:
     description: Login name.
@@ -71,7 +73,7 @@ options:
     choices: [always, on_create]
     default: always
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -65,7 +65,7 @@ seealso:
   - module: onprem.daskhpc.pbs_server
   - module: onprem.daskhpc.pbs_sched
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -46,7 +46,7 @@ seealso:
   - module: onprem.daskhpc.pbs_queue
   - module: onprem.daskhpc.pbs_server
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -44,7 +44,7 @@ seealso:
   - module: onprem.daskhpc.pbs_queue
   - module: onprem.daskhpc.pbs_sched
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

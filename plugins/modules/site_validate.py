@@ -44,7 +44,7 @@ attributes:
     support: none
     description: Nothing is changed, so there is nothing to diff.
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

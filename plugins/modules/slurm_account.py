@@ -57,7 +57,7 @@ attributes:
     support: full
     description: Shows the account's fields before and after.
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

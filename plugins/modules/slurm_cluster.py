@@ -36,7 +36,7 @@ attributes:
     support: full
     description: Shows whether the cluster was registered before and after.
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

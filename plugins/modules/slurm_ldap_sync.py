@@ -28,8 +28,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Reports the associations it would add or remove; runs no sacctmgr command that changes anything.
   diff_mode:
     support: full
+    description: Shows the users holding an association under O(account) before and after.
 options:
   groups:
     description: LDAP groups whose members should hold an association (usually a partition's C(allow_groups)).
@@ -92,7 +94,7 @@ options:
         only make the check stricter), e.g. C([a-z]{2,8}[0-9]{0,4}) for a site's naming scheme.
     type: str
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -65,7 +65,7 @@ attributes:
 notes:
   - Needs a running slurmdbd; the module runs where C(sacctmgr) can reach it.
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -47,7 +47,7 @@ attributes:
     support: full
     description: Shows the user's fields before and after.
 author:
-  - onprem.daskhpc contributors
+  - onprem.daskhpc contributors (@onprem)
 """
 
 EXAMPLES = r"""

@@ -70,7 +70,7 @@ def test_alice_can_submit_to_burst_under_the_burst_qos(access):
 
 
 def test_mallory_is_refused_with_a_reason(access):
-    result, _ = submit("mallory", "burst", "burst")
+    result, _qos = submit("mallory", "burst", "burst")
     assert result.returncode != 0
     assert "Batch job submission failed" in result.stderr
     assert "Invalid account" in result.stderr or "not permitted" in result.stderr
@@ -80,7 +80,7 @@ def test_carol_can_use_prod_but_not_burst(access):
     result, qos = submit("carol", "prod")
     assert result.returncode == 0, result.stderr
     assert qos == "normal"
-    refused, _ = submit("carol", "burst", "burst")
+    refused, _qos = submit("carol", "burst", "burst")
     assert refused.returncode != 0
 
 
@@ -97,7 +97,7 @@ def test_removing_bob_from_datasci_removes_burst_access_and_adding_back_restores
         assert sync.rc == 0, sync.output[-4000:]
         assert "RUNNING HANDLER [Make slurmctld re-read AllowGroups" in sync.output
         assert "bob" not in associations("burst")
-        refused, _ = submit("bob", "burst", "burst")
+        refused, _qos = submit("bob", "burst", "burst")
         assert refused.returncode != 0
         assert "Invalid account" in refused.stderr or "not permitted" in refused.stderr
     finally:

@@ -51,7 +51,7 @@ def test_access_review_names_burst_users_through_datasci(report, reports):
     with open(reports / "csv" / "access.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["partition"], r["user"], r["groups"]) for r in rows} >= {("burst", "alice", "datasci"),
-                                                                         ("burst", "bob", "datasci")}
+                                                                        ("burst", "bob", "datasci")}
     assert not [r for r in rows if r["user"] == "mallory"]
 
 
@@ -82,7 +82,7 @@ def test_json_validates_and_every_csv_parses(report, reports):
     from daskhpc.audit.render import SCHEMA_PATH, TABLES
     with open(SCHEMA_PATH) as handle:
         jsonschema.validate(report, json.load(handle), cls=jsonschema.Draft202012Validator)
-    for name, _, _, columns, _ in TABLES:
+    for name, _section, _title, columns, _rows in TABLES:
         with open(reports / "csv" / (name + ".csv"), newline="") as handle:
             rows = list(csv.reader(handle))
         assert rows[0] == columns and all(len(r) == len(columns) for r in rows), name

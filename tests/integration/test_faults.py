@@ -140,7 +140,7 @@ def assert_exact(result):
 def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_env, user_script):
     """The link stays down until the result is in and slurmctld has marked the node unreachable;
     then it comes back and the node must return to service by itself (ReturnToService)."""
-    script, proc, jobs, _ = start_computation(user_script)
+    script, proc, jobs, _job_script = start_computation(user_script)
     host, lost = compute_host_of(jobs)
     restored_at = None
     try:
@@ -177,7 +177,7 @@ def test_computation_survives_a_compute_host_cut_off_and_the_node_returns(site_e
 def test_computation_survives_a_compute_host_powered_off_and_the_node_returns(site_env, user_script):
     """The host stays off until the result is in and slurmctld has marked the node unreachable; once it
     is powered on again its node must return to service by itself."""
-    script, proc, jobs, _ = start_computation(user_script)
+    script, proc, jobs, _job_script = start_computation(user_script)
     host, lost = compute_host_of(jobs)
     try:
         harness("stop", host)
@@ -192,7 +192,7 @@ def test_computation_survives_a_compute_host_powered_off_and_the_node_returns(si
     result = result_of(proc.finish(300))
     print("host %s (jobs %s) powered off mid-computation: result %.0f s after, with %d workers left; slurmctld "
           "marked the node %s after %.0f s" % (host, ",".join(lost), outcome["seconds"], outcome["workers"], state,
-                                              noticed_after))
+                                               noticed_after))
     assert_exact(result)
     back = wait_back_in_service(host, started_at, slurmd_timeout() + 300)
     print("node %s back in service %.0f s after the host was up again" % (host, back))

@@ -31,7 +31,7 @@ def client_file_checksums(lab_hosts):
         for host, result in adhoc(lab_hosts, "all", "stat", path=path, checksum_algorithm="sha256").items():
             assert result["stat"]["exists"], "%s:%s is missing" % (host, path)
             sums[(host, path)] = result["stat"]["checksum"]
-    assert {host for host, _ in sums} == set(HOSTS)
+    assert {host for host, _path in sums} == set(HOSTS)
     return sums
 
 
@@ -77,7 +77,7 @@ def test_filter_injection_through_module_and_lookup(identity, tmp_path):
     controller_ca = str(tmp_path / "ca.pem")
     playbook = write_play(tmp_path, [
         {"name": "users", "onprem.daskhpc.ldap_info": dict(conn, user_base=ldap["user_base"],
-                                                            users=["*)(uid=*"]), "register": "info"},
+                                                           users=["*)(uid=*"]), "register": "info"},
         {"name": "bundle", "ansible.builtin.fetch": {"src": ca_file(), "dest": controller_ca, "flat": True}},
         {"name": "members", "ansible.builtin.set_fact": {
             "members": "{{ query('onprem.daskhpc.ldap_members', '*)(cn=*', 'datasci', ldap=daskhpc_site.ldap, "

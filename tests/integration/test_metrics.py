@@ -134,7 +134,7 @@ def held_array():
 
 
 def test_prometheus_values_equal_squeue_and_sinfo(metrics, held_array):
-    for _ in range(8):
+    for _attempt in range(8):
         before = direct_state()
         started = time.time()
         # the exporter refreshed after our reading, and Prometheus has scraped that refresh

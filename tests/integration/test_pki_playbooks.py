@@ -83,15 +83,15 @@ def lab_users():
 
 
 def test_user_credentials_owned_by_user_and_stable(lab_users, lab_hosts):
-    extra = json.dumps({"user_credentials_users": [name for name, _, _ in lab_users]})
+    extra = json.dumps({"user_credentials_users": [name for name, _uid, _home in lab_users]})
     playbook("pki.yml", "--tags", "ca")
     playbook("user_credentials.yml", "-e", extra)
-    paths = {name: "%s/.daskhpc/tls" % home for name, _, home in lab_users}
+    paths = {name: "%s/.daskhpc/tls" % home for name, _uid, home in lab_users}
     # The homes are shared: read where the user works.
     serials = {name: serial("login", path + "/user.pem") for name, path in paths.items()}
     assert playbook("user_credentials.yml", "-e", extra).changed == 0
     assert {name: serial("login", path + "/user.pem") for name, path in paths.items()} == serials
-    for name, uid, _ in lab_users:
+    for name, uid, _home in lab_users:
         directory = paths[name]
         assert adhoc(lab_hosts, "login", "stat", path=directory)["login"]["stat"]["mode"] == "0700"
         for leaf in ("user.pem", "user.key"):

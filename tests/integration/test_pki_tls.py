@@ -44,9 +44,9 @@ def site(tmp_path_factory):
          "subject_alt_names": ["localhost"], "profile": "service", "days": 90},
     ]
     for user in ("alice", "bob", "alice-revoked"):
-        reqs.append({"path": str(base / user / "user.pem"), "subject": {"CN": user.split("-")[0]},
+        reqs.append({"path": str(base / user / "user.pem"), "subject": {"CN": user.split("-", 1)[0]},
                      "profile": "user", "days": 7, "create_dirs": True})
-    results, _ = pki.ensure_certificates(ca_dir, PASS, reqs, defaults={"renew_before_days": 2})
+    results, _records = pki.ensure_certificates(ca_dir, PASS, reqs, defaults={"renew_before_days": 2})
     serials = {os.path.relpath(r["path"], base): r["after"]["serial"] for r in results}
     pki.ensure_crl(ca_dir, PASS, revoke=[{"serial": serials["alice-revoked/user.pem"], "reason": "key_compromise"}])
     return {"base": base, "ca_dir": ca_dir, "bundle": os.path.join(ca_dir, "ca.pem"),
@@ -79,7 +79,7 @@ def test_openssl_crl_check_rejects_revoked(site):
 
 
 def _serve_once(ctx, sock, result):
-    conn, _ = sock.accept()
+    conn, _address = sock.accept()
     try:
         with ctx.wrap_socket(conn, server_side=True) as tls:
             result["version"] = tls.version()
@@ -275,7 +275,7 @@ def test_dask_worker_with_preload_binds_its_process(site, as_user, tmp_path):
                  "--no-dashboard", "--tls-ca-file", alice["ca"], "--tls-cert", alice["cert"], "--tls-key",
                  alice["key"], "--preload", "daskhpc.worker_preload"])
             try:
-                for _ in range(120):
+                for _attempt in range(120):
                     if s.workers:
                         break
                     await asyncio.sleep(0.5)

@@ -84,7 +84,7 @@ def test_check_config(tmp_path):
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["daskhpc_exporter"]["static_configs"][0]["targets"] == ["ctl1:9817", "ctl2:9817"]
     assert [sd["url"] for sd in jobs["dask"]["http_sd_configs"]] == ["https://login1:9818/targets",
-                                                                      "https://login2:9818/targets"]
+                                                                     "https://login2:9818/targets"]
 
 
 @pytest.mark.parametrize("test_file", sorted(p.name for p in HERE.glob("*_test.yml")))
@@ -96,7 +96,7 @@ def test_rule_unit_tests(tmp_path, test_file):
 
 
 def test_every_alert_has_a_unit_test_and_a_runbook(tmp_path):
-    _, alerts = render_rules(tmp_path)
+    _rules, alerts = render_rules(tmp_path)
     names = alert_names(alerts)
     assert len(names) >= 7
     tested = set()

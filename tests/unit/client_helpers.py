@@ -82,7 +82,7 @@ def make_pki(directory, users=(USER,)):
     pki.ensure_ca(ca_dir, "unit CA", CA_PASSPHRASE)
     requests = [{"path": str(directory / user / "user.pem"), "subject": {"CN": user}, "profile": "user", "days": 7,
                  "create_dirs": True} for user in users]
-    results, _ = pki.ensure_certificates(ca_dir, CA_PASSPHRASE, requests, defaults={"renew_before_days": 2})
+    results, _records = pki.ensure_certificates(ca_dir, CA_PASSPHRASE, requests, defaults={"renew_before_days": 2})
     pki.ensure_crl(ca_dir, CA_PASSPHRASE)
     made = {"ca": os.path.join(ca_dir, "ca.pem"), "crl": os.path.join(ca_dir, "crl.pem"), "ca_dir": ca_dir,
             "serials": {}}

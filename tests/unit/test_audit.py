@@ -81,7 +81,7 @@ def lab_inputs(pems, **changes):
         syn.revocation_line(rev_serial, AS_OF - timedelta(days=1)),
     ]
     files = [{"path": "/etc/daskhpc/tls/%s.pem" % k, "pem": pems[k][0]} for k in ("valid", "expired", "rsa1024",
-                                                                                   "sha1")]
+                                                                                  "sha1")]
     files.append({"path": "/home/bob/.daskhpc/tls/user.pem", "pem": pems["revoked"][0]})
     packages = {"numpy": syn.package("numpy", "1.26", "BSD-3-Clause"),
                 "gplthing": syn.package("gplthing", "2.0", classifiers=[
@@ -345,7 +345,7 @@ def test_json_validates_against_the_shipped_schema(report, tmp_path):
 def test_every_csv_parses_with_its_columns(report, tmp_path):
     paths = render(copy.deepcopy(report), str(tmp_path), ["csv"])["csv"]
     assert len(paths) == len(TABLES)
-    for (name, _, _, columns, rows), path in zip(TABLES, paths):
+    for (name, _section, _title, columns, rows), path in zip(TABLES, paths):
         with open(path, newline="") as handle:
             parsed = list(csv.reader(handle))
         assert parsed[0] == columns, name

@@ -385,7 +385,7 @@ def test_site_file_written_by_the_role_is_what_the_client_reads(tmp_path):
 
     with open(REPO / "inventories/lab/group_vars/all/site.yml") as handle:
         content = dask_client_config(yaml.safe_load(handle)["daskhpc_site"], {"ca": "/ca.pem", "cert": "~/u.pem",
-                                                                                "key": "~/u.key"}, "help@x")
+                                                                              "key": "~/u.key"}, "help@x")
     with site_file(tmp_path, content["daskhpc"]):
         cfg = site.site_config()
     assert (cfg["partition"], cfg["qos"], cfg["account"], cfg["site"]) == ("burst", "burst", "burst", "lab")

@@ -214,8 +214,8 @@ def test_pending_job_that_never_ran_is_left_alone():
 
 def test_ended_jobs_are_replaced_to_keep_the_requested_size():
     fake = fake_cluster(a=job("9", last_phase=RUNNING, ever_ran=True), b=job("10", ever_ran=True))
-    replace, _, _ = BurstClusterBase.classify(fake, fake.workers,
-                                              SlurmBatch().parse_history(recorded("sacct_duplicates.txt")))
+    history = SlurmBatch().parse_history(recorded("sacct_duplicates.txt"))
+    replace, _retire, _release = BurstClusterBase.classify(fake, fake.workers, history)
     assert sorted(replace) == ["a", "b"]
     BurstClusterBase._replace(fake, replace)
     assert set(fake.worker_spec) == {"BurstCluster-100", "BurstCluster-101"} and fake.workers == {}
@@ -224,7 +224,7 @@ def test_ended_jobs_are_replaced_to_keep_the_requested_size():
 
 def test_job_gone_from_squeue_and_sacct_is_replaced_after_five_polls():
     fake = fake_cluster(a=job("77"))
-    for _ in range(4):
+    for _round in range(4):
         assert classify(fake, "")[0] == []
     assert classify(fake, "")[0] == ["a"]
 
@@ -338,5 +338,3 @@ def test_progress_prints_only_changes(capsys):
         progress.update(text)
     assert capsys.readouterr().err.splitlines() == ["[daskhpc] 0/4 workers", "[daskhpc] 4/4 workers"]
     assert "4/4 workers" in progress.html()
-
-

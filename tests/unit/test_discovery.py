@@ -33,7 +33,7 @@ def test_register_writes_the_target_and_the_cluster_id_only(tmp_path):
 
 def test_file_names_are_unguessable(tmp_path):
     """Nobody can plant a file, FIFO or symlink under the name a registration will use."""
-    names = {discovery.target_path(str(tmp_path), "Scheduler-abc", user="alice", host="h", pid=1) for _ in range(3)}
+    names = {discovery.target_path(str(tmp_path), "Scheduler-abc", user="alice", host="h", pid=1) for _i in range(3)}
     assert len(names) == 3
 
 

@@ -292,7 +292,7 @@ def test_files_over_the_size_bound_are_skipped(targets):
 def test_entries_per_user_are_bounded_and_others_still_served(targets):
     ip = host_ip()
     with contextlib.ExitStack() as stack:
-        ports = [stack.enter_context(listening_as(MALLORY, "0.0.0.0")) for _ in range(5)]
+        ports = [stack.enter_context(listening_as(MALLORY, "0.0.0.0")) for _index in range(5)]
         for n, port in enumerate(ports):
             write(targets, "m%d.json" % n, MALLORY, entry("%s:%d" % (ip, port)))
         alice_port = stack.enter_context(listening_as(ALICE, "0.0.0.0"))
@@ -384,7 +384,7 @@ def pki_dir(tmp_path_factory):
     def issue(ca, name, cn, profile, sans=()):
         req = {"path": str(base / (name + ".pem")), "subject": {"CN": cn}, "subject_alt_names": list(sans),
                "profile": profile}
-        results, _ = pki.ensure_certificates(ca, PASS, [req], defaults={"days": 90, "renew_before_days": 30})
+        results, _records = pki.ensure_certificates(ca, PASS, [req], defaults={"days": 90, "renew_before_days": 30})
         return results[0]["after"]["serial"]
 
     issue(ca_dir, "server", "login.test", "service", ["login.test", "IP:127.0.0.1"])
@@ -516,7 +516,7 @@ def test_doctor_fails_when_the_service_answers_anyone(pki_dir, targets):
     ctx.load_cert_chain(str(base / "server.pem"), str(base / "server.key"))  # no client certificate required
     with socket.create_server(("127.0.0.1", 0)) as listener:
         def answer():
-            conn, _ = listener.accept()
+            conn, _address = listener.accept()
             with ctx.wrap_socket(conn, server_side=True) as tls:
                 tls.recv(1024)
                 tls.sendall(b"HTTP/1.0 200 OK\r\n\r\n[]")

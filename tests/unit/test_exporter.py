@@ -247,7 +247,7 @@ def test_one_call_per_command_per_interval(slurm_bin):
     clock = Clock()
     source = SlurmSource(dict(CONFIG, slurm_bin_dir=str(slurm_bin)))
     collector = BatchCollector(source, CONFIG, ExporterStats(), clock=clock)
-    for _ in range(5):
+    for _round in range(5):
         list(collector.collect())
     made = [c.split()[0] for c in calls(slurm_bin)]
     assert made.count("squeue") == 1 and made.count("sinfo") == 1
@@ -304,7 +304,7 @@ def test_batch_system_down_reports_error_and_keeps_serving(tmp_path):
     samples = scrape(registry)
     assert value(samples, "daskhpc_up") == 0
     assert value(samples, "daskhpc_scrape_errors_total", source="state") == 1
-    assert not any(name == "daskhpc_partition_cores" for name, _ in samples)
+    assert not any(name == "daskhpc_partition_cores" for name, _value in samples)
     clock.now += 10
     samples = scrape(registry)
     assert value(samples, "daskhpc_scrape_errors_total", source="state") == 2

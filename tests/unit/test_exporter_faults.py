@@ -37,7 +37,7 @@ class FakeBatchSystem:
     def answer(self, *names, delay=0):
         for name in names:
             self._script(name, "%ssed -n p %s" % ("sleep %s; " % delay if delay else "",
-                                                   os.path.join(DATA, RECORDED[name])))
+                                                  os.path.join(DATA, RECORDED[name])))
 
     def fail(self, *names):
         for name in names:
@@ -85,7 +85,7 @@ def timed_scrape(registry):
 
 
 def names(samples):
-    return {name for name, _ in samples}
+    return {name for name, _value in samples}
 
 
 def reasons(samples):
@@ -106,7 +106,7 @@ def test_hung_controller_every_scrape_ends_within_the_budget(tmp_path):
     fake.hang(*SLURM)
     clock = Clock()
     registry = collector(fake, clock, scrape_budget_seconds=2.0, command_timeout_seconds=1.0)
-    for _ in range(3):
+    for _round in range(3):
         samples, took = timed_scrape(registry)
         assert took < 2.0 + 0.5, took
         assert value(samples, "daskhpc_up") == 0
@@ -142,7 +142,7 @@ def test_stopped_controller_leaves_no_stale_metrics(tmp_path):
     samples = scrape(registry)
     assert value(samples, "daskhpc_up") == 1 and HEALTH <= names(samples) and CLUSTER <= names(samples)
     assert "daskhpc_preemptions_total" in names(samples)
-    assert {s: r for s, (r, _) in reasons(samples).items()} == {"state": "ok", "health": "ok", "accounting": "ok"}
+    assert {s: r for s, (r, _value) in reasons(samples).items()} == {"state": "ok", "health": "ok", "accounting": "ok"}
 
     fake.fail(*SLURM)
     clock.now += 10  # sdiag's 60 s interval is not over, but the controller does not answer any more

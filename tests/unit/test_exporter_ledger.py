@@ -34,7 +34,7 @@ def scrape(path):
 def test_absent_ledger_is_tolerated(tmp_path):
     samples = scrape(tmp_path / "ledger.jsonl")
     assert samples[("daskhpc_ca_ledger_present", frozenset())] == 0
-    assert not any(name == "daskhpc_certificate_expiry_timestamp_seconds" for name, _ in samples)
+    assert not any(name == "daskhpc_certificate_expiry_timestamp_seconds" for name, _value in samples)
 
 
 def test_newest_unrevoked_certificate_per_subject(tmp_path):

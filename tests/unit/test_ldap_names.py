@@ -198,9 +198,9 @@ def test_user_credentials_check_names_before_getent_and_uids_after():
     assert checked["accepted"] == ["alice"]
     assert {r["name"] for r in checked["refused"]} == {"alice,root", "--service=files", "root"}
     getent = [{"item": "alice", "ansible_facts": {"getent_passwd": {"alice": ["x", "10001", "100", "", "/home/a",
-                                                                             "/bin/sh"]}}},
+                                                                              "/bin/sh"]}}},
               {"item": "svc", "ansible_facts": {"getent_passwd": {"svc": ["x", "998", "998", "", "/var/lib/svc",
-                                                                         "/bin/sh"]}}}]
+                                                                          "/bin/sh"]}}}]
     assert [r["subject"]["CN"] for r in pki_filters.pki_user_requests(getent)] == ["alice"]
     assert pki_filters.pki_refused_users(getent) == [{"name": "svc", "reason": "uid 998 is below 1000: a system "
                                                                                "account"}]

@@ -86,28 +86,28 @@ def test_the_dashboard_listens_on_loopback_only_and_the_link_carries_the_token(c
                                   "/sitemap.json", "/statics/css/base.css", "/"])
 def test_without_the_token_every_dashboard_path_is_forbidden(cluster, path):
     port, token = dashboard(cluster)
-    status, _, body = get(port, path)
+    status, _headers, body = get(port, path)
     assert status == 403 and token not in body
-    status, _, _ = get(port, path, headers={"Cookie": "daskhpc-dashboard-%d=%s" % (port, token[:-1] + "x")})
+    status, _headers, _body = get(port, path, headers={"Cookie": "daskhpc-dashboard-%d=%s" % (port, token[:-1] + "x")})
     assert status == 403
-    status, _, _ = get(port, path + "?token=" + token[:-1])
+    status, _headers, _body = get(port, path + "?token=" + token[:-1])
     assert status == 403
 
 
 def test_the_token_becomes_a_cookie_and_the_cookie_opens_the_dashboard(cluster):
     port, token = dashboard(cluster)
-    status, headers, _ = get(port, "/status?token=" + token)
+    status, headers, _body = get(port, "/status?token=" + token)
     assert status == 302 and headers["Location"] == "/status"
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    status, _, body = get(port, "/json/identity.json", headers={"Cookie": cookie.split(";")[0]})
+    status, _headers, body = get(port, "/json/identity.json", headers={"Cookie": cookie.split(";")[0]})
     assert status == 200 and cluster.scheduler.id in body
 
 
 def test_metrics_over_mutual_tls_answer_the_owner_and_the_sites_prometheus(cluster, pki):
     port = cluster.scheduler_info["services"]["metrics"]
     for who in (USER, "service"):
-        status, _, body = get(port, "/metrics", context=client_context(pki, who))
+        status, _headers, body = get(port, "/metrics", context=client_context(pki, who))
         assert status == 200 and "dask_scheduler_workers" in body, who
 
 
@@ -121,7 +121,7 @@ def test_metrics_refuse_everyone_else(cluster, pki, who):
 def test_metrics_never_answer_plain_http(cluster):
     port = cluster.scheduler_info["services"]["metrics"]
     with pytest.raises((http.client.HTTPException, ConnectionError)):
-        status, _, _ = get(port, "/metrics")
+        status, _headers, _body = get(port, "/metrics")
         assert status != 200
 
 

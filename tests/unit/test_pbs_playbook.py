@@ -110,7 +110,7 @@ def commands(site):
 
 
 def wait_for_hup(path):
-    for _ in range(40):
+    for _attempt in range(40):
         if path.exists():
             return path.read_text().count("HUP")
         time.sleep(0.25)

@@ -100,7 +100,7 @@ def test_ca_is_root_plus_intermediate_with_encrypted_keys(ca_dir):
 
 def test_ca_second_run_changes_nothing(ca_dir):
     before = {f: os.stat(os.path.join(ca_dir, f)).st_mtime_ns for f in os.listdir(ca_dir)}
-    actions, _ = pki.ensure_ca(ca_dir, "unit CA", PASS)
+    actions, _summary = pki.ensure_ca(ca_dir, "unit CA", PASS)
     assert actions == []
     assert before == {f: os.stat(os.path.join(ca_dir, f)).st_mtime_ns for f in os.listdir(ca_dir)}
 
@@ -111,7 +111,7 @@ def test_wrong_passphrase_is_named_and_nothing_written(ca_dir, tmp_path):
         pki.ensure_ca(ca_dir, "unit CA", "not the passphrase at all")
     with pytest.raises(pki.PkiError, match="wrong passphrase for the issuing key"):
         pki.ensure_certificates(ca_dir, "not the passphrase at all", [{"path": str(tmp_path / "x.pem"),
-                                                                     "subject": {"CN": "x"}}], defaults=DEFAULTS)
+                                                                      "subject": {"CN": "x"}}], defaults=DEFAULTS)
     assert sorted(os.listdir(ca_dir)) == listing
     assert not os.path.exists(tmp_path / "x.pem")
 
@@ -136,11 +136,11 @@ def test_offline_root_is_fine_until_it_is_needed(ca_dir):
 
 
 def test_intermediate_renewal_keeps_key_so_old_leaves_still_verify(ca_dir, tmp_path):
-    result, _ = issue(ca_dir, tmp_path)
+    result, _records = issue(ca_dir, tmp_path)
     old_inter = read_cert(os.path.join(ca_dir, "intermediate.pem"))[0]
     later = pki.utcnow() + datetime.timedelta(days=1095 - 30)
-    actions, _ = pki.ensure_ca(ca_dir, "unit CA", PASS, now=later)
-    assert [a for a, _ in actions] == ["intermediate"]
+    actions, _summary = pki.ensure_ca(ca_dir, "unit CA", PASS, now=later)
+    assert [a for a, _detail in actions] == ["intermediate"]
     new_inter = read_cert(os.path.join(ca_dir, "intermediate.pem"))[0]
     assert new_inter.serial_number != old_inter.serial_number
     leaf = read_cert(result["path"])[0]
@@ -188,15 +188,15 @@ def test_check_mode_writes_nothing(ca_dir, tmp_path):
     ({"profile": "user", "subject": {"CN": "host1.example.org", "OU": "users"}}, "subject"),
 ])
 def test_reissue_on_change(ca_dir, tmp_path, change, reason):
-    first, _ = issue(ca_dir, tmp_path)
-    second, _ = issue(ca_dir, tmp_path, **change)
+    first, _records = issue(ca_dir, tmp_path)
+    second, _records = issue(ca_dir, tmp_path, **change)
     assert second["changed"] and any(r.startswith(reason) for r in second["reasons"]), second["reasons"]
     assert second["after"]["serial"] != first["after"]["serial"]
 
 
 def test_profile_change_alone_reissues(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path, profile="host")
-    second, _ = issue(ca_dir, tmp_path, profile="service")
+    first, _records = issue(ca_dir, tmp_path, profile="host")
+    second, _records = issue(ca_dir, tmp_path, profile="service")
     assert second["reasons"] == ["profile service"]
     assert second["after"]["serial"] != first["after"]["serial"]
     cert = read_cert(second["path"])[0]
@@ -206,11 +206,11 @@ def test_profile_change_alone_reissues(ca_dir, tmp_path):
 
 
 def test_renewal_window(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     outside = pki.utcnow() + datetime.timedelta(days=59)
     assert not issue(ca_dir, tmp_path, now=outside)[0]["changed"]
     inside = pki.utcnow() + datetime.timedelta(days=61)
-    renewed, _ = issue(ca_dir, tmp_path, now=inside)
+    renewed, _records = issue(ca_dir, tmp_path, now=inside)
     assert renewed["changed"] and renewed["reasons"][0].startswith("renewal window")
     assert renewed["after"]["serial"] != first["after"]["serial"]
     # the key is kept unless rotate_key
@@ -219,7 +219,7 @@ def test_renewal_window(ca_dir, tmp_path):
 
 
 def test_rotate_key_makes_a_new_key_on_renewal(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     old_key = open(first["privatekey_path"], "rb").read()
     issue(ca_dir, tmp_path, now=pki.utcnow() + datetime.timedelta(days=61), rotate_key=True)
     assert open(first["privatekey_path"], "rb").read() != old_key
@@ -229,11 +229,11 @@ def test_certificate_from_another_ca_is_reissued(ca_dir, tmp_path):
     issue(ca_dir, tmp_path)
     other = str(tmp_path / "other-ca")
     pki.ensure_ca(other, "unit CA", PASS)
-    results, _ = pki.ensure_certificates(other, PASS, [{"path": str(tmp_path / "out" / "host.pem"),
-                                                        "subject": {"CN": "host1.example.org"},
-                                                        "subject_alt_names": ["host1.example.org",
-                                                                              "IP:192.0.2.10"]}],
-                                         defaults=DEFAULTS)
+    results, _records = pki.ensure_certificates(other, PASS, [{"path": str(tmp_path / "out" / "host.pem"),
+                                                               "subject": {"CN": "host1.example.org"},
+                                                               "subject_alt_names": ["host1.example.org",
+                                                                                     "IP:192.0.2.10"]}],
+                                                defaults=DEFAULTS)
     assert results[0]["reasons"] == ["issuer or chain changed"]
 
 
@@ -265,7 +265,7 @@ def test_renew_before_must_be_shorter_than_validity(ca_dir, tmp_path):
 
 
 def test_wrong_mode_is_repaired_without_reissue(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     os.chmod(first["privatekey_path"], 0o644)
     second, records = issue(ca_dir, tmp_path)
     assert second["changed"] and second["reasons"] == ["file mode or owner"] and records == []
@@ -297,7 +297,7 @@ def test_batch_of_users_is_idempotent(ca_dir, tmp_path):
 # --- ledger and CRL ------------------------------------------------------------------
 
 def test_ledger_records_every_issuance_with_contract_fields(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     issue(ca_dir, tmp_path, subject={"CN": "host2.example.org"})
     lines = ledger_lines(ca_dir)
     assert len(lines) == 2
@@ -310,7 +310,7 @@ def test_ledger_records_every_issuance_with_contract_fields(ca_dir, tmp_path):
 
 
 def test_revocation_appends_and_readers_fold(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     ledger_path = os.path.join(ca_dir, "ledger.jsonl")
     before = open(ledger_path, "rb").read()
     result = pki.ensure_crl(ca_dir, PASS, revoke=[{"serial": first["after"]["serial"].lower(),
@@ -374,9 +374,9 @@ def test_a_public_key_from_the_host_is_signed_and_no_private_key_is_made_here(ca
 
 
 def test_a_new_host_key_gets_a_new_certificate(ca_dir, tmp_path):
-    first, _ = issue(ca_dir, tmp_path, public_key=public_pem(pki.generate_key("ecdsa-p256")))
+    first, _records = issue(ca_dir, tmp_path, public_key=public_pem(pki.generate_key("ecdsa-p256")))
     replaced = pki.generate_key("ecdsa-p256")
-    second, _ = issue(ca_dir, tmp_path, public_key=public_pem(replaced))
+    second, _records = issue(ca_dir, tmp_path, public_key=public_pem(replaced))
     assert second["changed"] and "certificate does not match the host's key" in second["reasons"]
     assert pki.public_key_bytes(read_cert(second["path"])[0].public_key()) == pki.public_key_bytes(replaced)
     assert second["after"]["serial"] != first["after"]["serial"]

@@ -71,7 +71,7 @@ def crl_serials(result):
 
 
 def test_full_disk_refuses_issuance_and_leaves_no_half_record(ca_dir, tmp_path, monkeypatch):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     before = ledger_bytes(ca_dir)
     disk_full_after_half(monkeypatch)
     with pytest.raises(pki.PkiError, match="could not record 1 issuance.*No space left.*nothing was deployed"):
@@ -83,10 +83,10 @@ def test_full_disk_refuses_issuance_and_leaves_no_half_record(ca_dir, tmp_path, 
 
 
 def test_full_disk_and_failed_cleanup_leave_a_tail_the_next_run_repairs(ca_dir, tmp_path, monkeypatch):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     before = ledger_bytes(ca_dir)
     disk_full_after_half(monkeypatch)
-    monkeypatch.setattr(os, "ftruncate", lambda fd, size: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(os, "ftruncate", lambda fd, size: (x for x in ()).throw(OSError(errno.EIO, "I/O error")))
     with pytest.raises(pki.PkiError, match="could not record"):
         issue(ca_dir, tmp_path, "host2")
     monkeypatch.undo()
@@ -119,7 +119,7 @@ def test_write_that_does_not_land_is_caught_by_reading_back(ca_dir, tmp_path, mo
 
 
 def test_full_disk_while_recording_a_revocation_changes_nothing(ca_dir, tmp_path, monkeypatch):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     before = ledger_bytes(ca_dir)
     disk_full_after_half(monkeypatch)
     with pytest.raises(pki.PkiError, match="could not record"):
@@ -132,7 +132,7 @@ def test_full_disk_while_recording_a_revocation_changes_nothing(ca_dir, tmp_path
 
 @pytest.mark.parametrize("tail", [b'{"event": "issued", "serial": "AB', b'{"serial": "AB", "subj\n'])
 def test_torn_tail_is_moved_aside_and_the_crl_signed(ca_dir, tmp_path, tail):
-    first, _ = issue(ca_dir, tmp_path)
+    first, _records = issue(ca_dir, tmp_path)
     good = ledger_bytes(ca_dir)
     with open(ledger_path(ca_dir), "ab") as handle:
         handle.write(tail)

@@ -215,7 +215,7 @@ def test_missing_home_without_create_dirs_is_refused(ca_dir, site):
 def test_home_parents_are_never_created(ca_dir, site):
     req = request(site, "alice", ALICE)
     req = {k: v.replace("/home/", "/nohomes/") if isinstance(v, str) else v for k, v in req.items()}
-    results, _ = pki.ensure_certificates(ca_dir, PASS, [req], defaults=DEFAULTS)
+    results, _records = pki.ensure_certificates(ca_dir, PASS, [req], defaults=DEFAULTS)
     assert results[0]["refused"].endswith("nohomes does not exist")
     assert not (site / "nohomes").exists()
 
@@ -225,7 +225,7 @@ def test_roots_own_symlink_above_the_home_is_followed(ca_dir, site):
     (site / "homes").symlink_to(site / "home")
     req = request(site, "alice", ALICE)
     req = {k: v.replace("/home/", "/homes/") if isinstance(v, str) else v for k, v in req.items()}
-    results, _ = pki.ensure_certificates(ca_dir, PASS, [req], defaults=DEFAULTS)
+    results, _records = pki.ensure_certificates(ca_dir, PASS, [req], defaults=DEFAULTS)
     assert not results[0].get("refused") and results[0]["changed"]
     assert os.lstat(site / "home" / "alice" / ".daskhpc" / "tls" / "user.pem").st_uid == ALICE
 

@@ -88,14 +88,14 @@ def R(value):  # noqa: N802
 def laughs(levels=10, width=10):
     """A "billion laughs" structure made of shared references (what a YAML alias bomb loads into)."""
     node = ["lol"]
-    for _ in range(levels):
+    for _level in range(levels):
         node = [node] * width
     return node
 
 
 def nested(depth):
     node = []
-    for _ in range(depth):
+    for _level in range(depth):
         node = [node]
     return node
 
