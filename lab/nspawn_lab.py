@@ -245,6 +245,31 @@ def wait_for_ssh(hosts, timeout=120):
     known.write_text("\n".join(lines) + "\n")
 
 
+# Run on a freshly booted host: wait for the boot to end, then start again any unit that failed.
+# systemd's own units first (the others may need what they make); `start`, since some refuse a restart.
+RETRY_FAILED_UNITS = """timeout 120 systemctl is-system-running --wait >/dev/null 2>&1
+failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | sort -t- -k1,1 -s | grep '^systemd-'; \
+         systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^systemd-')
+for unit in $failed; do systemctl start "$unit" || true; done
+echo $failed"""
+
+
+def retry_failed_boot_units(name, address):
+    """Start again the units that failed while a host booted.
+
+    On this machine (cgroup v1 with a systemd hierarchy, PID 1 not systemd) a booting host's
+    systemd now and then fails to attach an early unit to its cgroup when the machine is busy
+    ("Failed to attach to cgroup ... No such file or directory"). When that unit is
+    systemd-tmpfiles-setup, /run/mysqld and /run/slapd are never made and MariaDB or slapd fail
+    later. A real host does not do this; the lab retries such units once, and says which.
+    """
+    argv = ["ssh", "-i", str(SSH_DIR / "id_ed25519"), "-o", "UserKnownHostsFile=%s" % (SSH_DIR / "known_hosts"),
+            "-o", "BatchMode=yes", "root@" + address, RETRY_FAILED_UNITS]
+    retried = run(*argv, capture_output=True, text=True, check=False).stdout.split()
+    if retried:
+        log("%s: units that failed at boot started again: %s" % (name, ", ".join(retried)))
+
+
 HOSTS_FILE = Path("/etc/hosts")
 HOSTS_MARK = "# daskhpc-lab"
 
@@ -279,11 +304,14 @@ def up():
     ensure_bridge(settings)
     network = ipaddress.ip_interface(settings["address"]).network
     shared = set(settings["shared_home"])
+    booted = {name: address for name, address in hosts.items() if not pid_of(name)}
     for name, address in hosts.items():
         prepare_host(name, address, network.prefixlen, hosts, name in shared)
         boot(name, settings, name in shared)
     publish_names(hosts)
     wait_for_ssh(hosts)
+    for name, address in sorted(booted.items()):
+        retry_failed_boot_units(name, address)
     log("%d hosts up on %s (%s): %s" % (len(hosts), settings["bridge"], network, ", ".join(sorted(hosts))))
 
 
