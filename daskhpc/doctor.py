@@ -249,13 +249,15 @@ class Doctor:
         return Check("metrics discovery", True, "clusters register in %s; the discovery service on port %d "
                      "answers, and only to Prometheus" % (path, int(port)))
 
-    def probe_discovery(self, port, host="localhost"):
+    def probe_discovery(self, port, host=None):
         """What is wrong with this host's discovery service, or None when it answers with a site
         certificate and refuses us: we hold no Prometheus certificate, and nobody but Prometheus may
-        read the targets."""
+        read the targets. The service listens on this host's own address (role dask_discovery), which
+        its name resolves to, not on loopback."""
+        host = host or socket.gethostname()
         ca = site.tls_paths(self.config)["ca"]
         ctx = ssl.create_default_context(cafile=ca if ca and os.path.exists(ca) else None)
-        ctx.check_hostname = False  # reached through localhost; the chain must still be the site CA's
+        ctx.check_hostname = False  # its certificate names the inventory name; the chain must be the site CA's
         try:
             raw = socket.create_connection((host, port), timeout=5)
         except OSError as exc:

@@ -168,7 +168,9 @@ def test_job_script_is_a_dask_jobqueue_script_on_the_burst_partition(site_env, u
 import urllib.request
 from daskhpc import BurstCluster
 with BurstCluster(progress=False) as cluster:
-    with urllib.request.urlopen(cluster.dashboard_link.replace("/status", "/metrics"), timeout=30) as page:
+    # The dashboard (loopback, token-gated): the link's token becomes a cookie, as in a browser.
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with browser.open(cluster.dashboard_link.replace("/status", "/metrics"), timeout=30) as page:
         metrics = page.read().decode()
     report(script=cluster.job_script(), scheduler=cluster.scheduler_address, link=cluster.dashboard_link,
            metrics=metrics)
@@ -184,7 +186,8 @@ with BurstCluster(progress=False) as cluster:
     assert result["scheduler"].startswith("tls://" if tls else "tcp://")
     if tls:  # the worker gets alice's credential, and the identity-bound security is used
         assert "--tls-cert /home/alice/.daskhpc/tls/user.pem" in script
-    # Dask's own Prometheus metrics on the dashboard port
+    # Dask's own Prometheus metrics, reached by the owner through the dashboard's token
+    assert result["link"].startswith("http://127.0.0.1:") and "?token=" in result["link"]
     assert "dask_scheduler_workers" in result["metrics"] and "dask_scheduler_clients" in result["metrics"]
 
 
