@@ -95,8 +95,10 @@ def _manager(module):
     return Sacctmgr(run=recorder, binary=module.params["sacctmgr_path"]), recorder
 
 
-def ensure(module, entity, fields, key_field="name"):
-    """Make one named record match the module's options; return changed/diff/commands/state."""
+def ensure(module, entity, fields, key_field="name", add_settings=None):
+    """Make one named record match the module's options; return changed/diff/commands/state.
+
+    ``add_settings`` go only into the command that creates the record (e.g. a new user's Account)."""
     params = module.params
     name = params["name"]
     mgr, recorder = _manager(module)
@@ -111,7 +113,7 @@ def ensure(module, entity, fields, key_field="name"):
         return _result(recorder, before if current else {}, {}, {})
     if current is None:
         settings = diff_settings(fields, None, wanted)
-        mgr.add(entity, name, settings)
+        mgr.add(entity, name, dict(settings, **(add_settings or {})))
     else:
         settings = diff_settings(fields, current, wanted)
         if settings:
@@ -156,24 +158,8 @@ def ensure_account(module):
 
 def ensure_user(module):
     """A user record with its default account (its association there is created with it) and admin level."""
-    params = module.params
-    name = params["name"]
-    mgr, recorder = _manager(module)
-    rows = [r for r in mgr.show("user", ["user", "defaultaccount", "admin"], where={"name": name}) if r["user"] == name]
-    current = rows[0] if rows else None
-    before = dict(state_view(USER_FIELDS, current), name=name) if current else {}
-    wanted = {option: params.get(option) for option in USER_FIELDS}
-    if params["state"] == "absent":
-        if current:
-            mgr.delete("user", {"name": name})
-        return _result(recorder, before, {}, {})
-    settings = diff_settings(USER_FIELDS, current, wanted)
-    if current is None:
-        mgr.add("user", name, dict(settings, Account=params["default_account"]))
-    elif settings:
-        mgr.modify("user", {"name": name}, settings)
-    after = _after(dict(before, name=name), USER_FIELDS, settings)
-    return _result(recorder, before, after, after)
+    return ensure(module, "user", USER_FIELDS, key_field="user",
+                  add_settings={"Account": module.params["default_account"]})
 
 
 def _after(before, fields, settings):
