@@ -1,4 +1,5 @@
-"""The workers' Python environment: does it agree with this client on what Dask needs?
+"""The workers' Python environment: does it agree with this client on what Dask needs? And users' own
+environments built on the site's (``daskhpc venv ~/myenv``).
 
 The scheduler lives in the client's process and the workers run ``python -m daskhpc.worker`` with the
 workers' Python (the site's environment, or a user's own venv built on it). Tasks and results are pickled
@@ -10,12 +11,15 @@ to change when they differ.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import os
 import platform
+import site
 import subprocess
 import sys
+import sysconfig
 
 # Must be identical on both sides: the wire protocol, serialisation and the worker entry point.
 REQUIRED = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "daskhpc")
@@ -101,14 +105,13 @@ def describe(found):
 
 
 def fix(python, site_python):
-    """What to do, in commands: one environment for client and workers, built on the site's Python."""
-    constraints = os.path.join(os.path.dirname(os.path.dirname(site_python)), "constraints.txt")
-    return ("use one environment for your client and your workers, built on the site's Python and keeping its Dask "
-            "packages: `%s -m venv --system-site-packages ~/myenv`, then `~/myenv/bin/pip install -c %s "
-            "YOUR-PACKAGES` (never reinstall dask, distributed or their dependencies into it), and run your script "
-            "with ~/myenv/bin/python and BurstCluster(python=\"~/myenv/bin/python\"). Without your own packages, "
-            "run your script with %s and leave python= out. `daskhpc doctor --python %s` checks an environment"
-            % (site_python, constraints, site_python, python))
+    """What to do, in commands: one environment for client and workers, built on the site's."""
+    bin_dir = os.path.dirname(site_python)
+    return ("use one environment for your client and your workers, built on the site's: `%s/daskhpc venv ~/myenv`, "
+            "then `~/myenv/bin/pip install YOUR-PACKAGES` (it keeps the site's versions of dask, distributed and "
+            "their dependencies), run your script with ~/myenv/bin/python and give "
+            "BurstCluster(python=\"~/myenv/bin/python\"). Without packages of your own, run your script with %s and "
+            "leave python= out. `daskhpc doctor --python %s` checks an environment" % (bin_dir, site_python, python))
 
 
 def check(python, site_python, timeout=PROBE_TIMEOUT):
@@ -124,3 +127,58 @@ def check(python, site_python, timeout=PROBE_TIMEOUT):
             "late and obscurely, so nothing was submitted. Fix: %s"
             % (python, sys.executable, describe(found), fix(python, site_python)))
     return workers
+
+
+# --- users' own environments ----------------------------------------------------------------------
+
+PTH_NAME = "daskhpc-site.pth"
+
+
+def create(path, with_pip=True):
+    """A venv at ``path`` on this interpreter that also sees this environment's packages.
+
+    ``python -m venv --system-site-packages`` is not enough: run from a venv (the site's environment is one),
+    it links the *system's* site-packages, not the venv's, so dask would be missing. A ``.pth`` file puts the
+    site environment's site-packages after the new environment's own, so the user's packages come first and
+    everything else is the site's, version for version. pip's configuration in the environment constrains
+    installs to the site's versions (``constraints.txt`` next to the site environment, written by its role).
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path):
+        raise WorkerEnvironmentError("%s exists already. Fix: choose another path, or remove it first" % path)
+    argv = [sys.executable, "-m", "venv", path] + ([] if with_pip else ["--without-pip"])
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+    purelib = subprocess.run([os.path.join(path, "bin", "python"), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    ours = [p for p in dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+                                      + site.getsitepackages()) if os.path.isdir(p)]
+    with open(os.path.join(purelib, PTH_NAME), "w", encoding="utf-8") as handle:
+        handle.write("# The site's Dask environment (%s), after this environment's own packages.\n" % sys.prefix)
+        # addsitedir, not a bare path: the site environment's own .pth files (e.g. an editable install) count too.
+        handle.write("".join("import site; site.addsitedir(%r)\n" % p for p in ours))
+    constraints = os.path.join(sys.prefix, "constraints.txt")
+    if os.path.exists(constraints):
+        with open(os.path.join(path, "pip.conf"), "w", encoding="utf-8") as handle:
+            handle.write("# Keep the site's versions of what Dask needs: workers must match the client.\n"
+                         "[install]\nconstraint = %s\n" % constraints)
+    return os.path.join(path, "bin", "python")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="daskhpc venv", description="Make your own Python environment on the site's, for packages of your own "
+        "on the workers: install into it with its pip, run your script with its python, and give "
+        "BurstCluster(python=...) its python.")
+    parser.add_argument("path", help="where to create it, e.g. ~/myenv (in your home: the compute nodes share it)")
+    parser.add_argument("--without-pip", action="store_true", help="do not install pip into it")
+    args = parser.parse_args(argv)
+    try:
+        python = create(args.path, with_pip=not args.without_pip)
+    except (WorkerEnvironmentError, subprocess.CalledProcessError) as exc:
+        print("daskhpc venv: %s" % exc, file=sys.stderr)
+        return 1
+    print("created %s on the site's environment (%s).\n  install:  %s -m pip install PACKAGE\n  run:      %s "
+          "my_script.py\n  workers:  BurstCluster(python=%r)" % (os.path.dirname(os.path.dirname(python)), sys.prefix,
+                                                                  python, python, python))
+    return 0
