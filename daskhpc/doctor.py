@@ -38,7 +38,7 @@ class Check:
 class Doctor:
     """The checks, with the user, the configuration and the command runner injectable for tests."""
 
-    def __init__(self, config=None, user=None, run=None, now=None, timeout=COMMAND_TIMEOUT, python=None):
+    def __init__(self, config=None, user=None, run=None, now=None, timeout=COMMAND_TIMEOUT, *, python=None):
         self.config_error = None
         if config is None:
             try:
@@ -60,8 +60,8 @@ class Doctor:
         results = [self.check_config()]
         if not results[0].ok:
             return results  # nothing else can be checked without the site's configuration
-        for check in (self.check_python, self.check_environment, self.check_batch, self.check_groups, self.check_association,
-                      self.check_tls, self.check_interface, self.check_metrics_dir):
+        for check in (self.check_python, self.check_environment, self.check_batch, self.check_groups,
+                      self.check_association, self.check_tls, self.check_interface, self.check_metrics_dir):
             try:
                 results.append(check())
             except Exception as exc:  # a broken check must not hide the others

@@ -112,7 +112,8 @@ def test_a_worker_that_cannot_start_fails_the_computation_with_its_cause_and_log
         with open(log, "w") as handle:
             worker = subprocess.run(python_with_site_file(lab_site) + [
                 "daskhpc.worker", cluster.scheduler_address, "--name", "w-0", "--nthreads", "1",
-                "--preload", "nosuchmod_for_test"], stdout=handle, stderr=subprocess.STDOUT, timeout=120)
+                "--preload", "nosuchmod_for_test"], stdout=handle, stderr=subprocess.STDOUT, timeout=120,
+                check=False)
         assert worker.returncode != 0
         # The job as the cluster submitted it (its spec entry), now ended.
         job = cluster.new_worker_spec()
