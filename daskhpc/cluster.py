@@ -603,6 +603,7 @@ class BurstClusterBase:
         self._discovery_path = _discovery("register", self)
         if self._adapt_by_default and self._adaptive is None:
             self.adapt()
+        self._update_progress()  # say what the cluster will do now, not at the first poll
 
     async def _close(self):
         if self._sync_callback is not None:

@@ -62,10 +62,11 @@ def test_progress_says_workers_are_leaving_rather_than_more_than_asked():
 
 def test_no_size_adapts_within_policy_with_an_idle_period(lab_site):
     with local() as cluster:
-        assert wait_until(lambda: isinstance(cluster._adaptive, BurstAdaptive))
+        # Said at once, not at the first poll.
+        assert "adaptive, at most 16" in cluster.status_text(), cluster.status_text()
+        assert isinstance(cluster._adaptive, BurstAdaptive)
         assert cluster._adaptive.maximum == 16          # the lab's 16 burst cores per user, 1 core per worker
         assert cluster._adaptive.wait_count == 180      # daskhpc.adapt-idle 180s, one check a second
-        assert wait_until(lambda: "adaptive, at most 16" in cluster.status_text()), cluster.status_text()
         cluster.adapt(idle_timeout="60s")
         assert cluster._adaptive.wait_count == 60
         cluster.scale(0)                                # a fixed size: adaptivity stops
@@ -81,6 +82,7 @@ def test_idle_period_from_the_users_dask_config(lab_site):
 def test_zero_workers_says_so_on_compute(lab_site):
     with local(workers=0) as cluster, Client(cluster) as client:
         assert cluster._adaptive is None
+        assert cluster.status_text().startswith("no workers: none asked for"), cluster.status_text()
         future = client.submit(sum, [1, 2])
         assert wait_until(lambda: "1 tasks are waiting" in cluster.status_text()), cluster.status_text()
         assert "cluster.scale(16)" in cluster.status_text()
