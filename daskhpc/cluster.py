@@ -617,6 +617,8 @@ class BurstClusterBase:
                     await asyncio.wait_for(
                         self.scheduler_comm.retire_workers(names=names, close_workers=True, remove=True), 10)
         await super()._close()
+        if getattr(self, "progress", None) is not None:  # not the last count, which is no longer true
+            self.progress.update("closed: its workers have left and its jobs are cancelled")
 
     def _update_worker_status(self, op, msg):
         # SpecCluster cancels a job once its worker has been gone for a while. A requeued job's worker is

@@ -71,6 +71,7 @@ def test_no_size_adapts_within_policy_with_an_idle_period(lab_site):
         assert cluster._adaptive.wait_count == 60
         cluster.scale(0)                                # a fixed size: adaptivity stops
         assert cluster._adaptive is None
+    assert cluster.status_text().startswith("closed"), cluster.status_text()
 
 
 def test_idle_period_from_the_users_dask_config(lab_site):
