@@ -27,19 +27,26 @@ import importlib
 import logging
 import math
 import os
+import re
 import shlex
 import stat
+import sys
 import warnings
+from inspect import isawaitable
 from time import time
+
+import dask.config
 
 from dask.utils import format_bytes, parse_bytes, parse_timedelta
 from dask_jobqueue.slurm import SLURMCluster, SLURMJob, slurm_format_bytes_ceil
 from distributed.core import Status
+from distributed.deploy.adaptive import Adaptive
 from distributed.deploy.cluster import Cluster
+from distributed.protocol.pickle import dumps as pickle_dumps
 from tornado.ioloop import PeriodicCallback
 
 from daskhpc import config as site
-from daskhpc import discovery
+from daskhpc import discovery, environment
 from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
 from daskhpc.model.site_model import format_slurm_minutes, parse_duration_minutes
 from daskhpc.owner_http import OwnerScheduler, dashboard_link
@@ -61,6 +68,11 @@ BYPASSING_KWARGS = {
 }
 # Batch phases in which a job has no business having connected workers.
 NOT_RUNNING = (PENDING, ENDED, STUCK)
+# How a job that never had a connected worker can end when its workers could not start (not preemption,
+# cancellation or a node failure, which are no fault of the workers).
+START_FAILURE_STATES = ("FAILED", "OUT_OF_MEMORY", "COMPLETED")
+# A Python exception line at the end of a traceback, e.g. "ModuleNotFoundError: No module named 'x'".
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt))(:.*)?$")
 
 
 class PolicyError(ValueError):
@@ -69,6 +81,24 @@ class PolicyError(ValueError):
 
 class LogDirectoryError(PermissionError):
     """The job log directory is not the user's own private directory."""
+
+
+class WorkerStartError(RuntimeError):
+    """Worker jobs end before any worker connects; raised for the tasks waiting for workers."""
+
+
+def start_failure_cause(text):
+    """The line of a job's error log that says why its workers did not start, or None.
+
+    The last exception of a traceback first (the worker's own failure), then the last logged error,
+    then the batch system's own words (e.g. slurmstepd's "oom_kill event").
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for pattern in (EXCEPTION_LINE, re.compile(r" (ERROR|CRITICAL) |^slurmstepd: error|oom", re.IGNORECASE)):
+        for line in reversed(lines):
+            if pattern.search(line):
+                return line[-500:]
+    return lines[-1][-500:] if lines else None
 
 
 class BurstPolicy:
@@ -261,6 +291,29 @@ def lifetime_args(walltime_minutes, grace_time):
     return ["--lifetime", "%ds" % lifetime, "--lifetime-stagger", "%ds" % stagger], margin
 
 
+def worker_python(python, site_python):
+    """The workers' interpreter: the site's, or the user's own environment built on it.
+
+    Unless it is this very interpreter, it is asked for its versions first (``daskhpc.environment``): workers
+    whose Dask differs from the client's fail late and obscurely, so such a cluster does not start.
+    """
+    chosen = os.path.abspath(os.path.expanduser(str(python))) if python else site_python
+    if chosen != sys.executable:
+        environment.check(chosen, site_python)
+    return chosen
+
+
+class BurstAdaptive(Adaptive):
+    """``Adaptive`` that scales within policy, and asks for no more jobs once workers are known not to start."""
+
+    async def scale_up(self, n):
+        if self.cluster._gave_up:
+            return
+        result = self.cluster._scale_within_policy(n)
+        if isawaitable(result):
+            await result
+
+
 class BurstJobMixin:
     """Scheduler-neutral part of a burst job: an exec'd ``daskhpc.worker`` and policy-safe submission."""
 
@@ -309,10 +362,10 @@ class BurstClusterBase:
     batch_cls = None
     directive_prefix = None
 
-    def __init__(self, workers=0, *, cores=None, memory=None, processes=None, walltime=None,
+    def __init__(self, workers=None, *, cores=None, memory=None, processes=None, walltime=None,
                  job_extra_directives=None, job_script_prologue=None, job_directives_skip=None,
                  worker_extra_args=None, security=None, scheduler_options=None, progress=None,
-                 log_directory=None, **kwargs):
+                 log_directory=None, python=None, **kwargs):
         # The policy comes from the site file only (daskhpc.config): no argument can replace it.
         cfg = site.require_site(site.site_config())
         self.site_config = cfg
@@ -338,6 +391,7 @@ class BurstClusterBase:
         if processes > 1:
             worker_args = ["--nworkers", str(processes)] + worker_args
         self.log_directory = private_log_directory(log_directory or cfg.get("log-directory"))
+        self.worker_python = worker_python(python, cfg.get("python"))
         job_kwargs = self.policy_job_kwargs(walltime_minutes=walltime_minutes, signal_margin=margin,
                                             cores=int(cores), memory=parse_bytes(memory),
                                             log_directory=self.log_directory)
@@ -354,6 +408,11 @@ class BurstClusterBase:
         self.requeues = 0
         self.replaced = 0
         self._quick_failures = 0
+        self.start_failure = None  # why the last worker job ended before any of its workers connected
+        self._gave_up = None       # set when resubmission stopped after repeated start failures
+        self._warned_no_workers = False
+        # No size given: adapt within policy, so a first computation gets workers (started in _start).
+        self._adapt_by_default = workers is None
         self._sync_callback = None
         self._discovery_path = None
         self._closing = set()  # names of workers being retired or closed right now
@@ -367,7 +426,7 @@ class BurstClusterBase:
             raise PolicyError("scheduler_cls: burst clusters always run daskhpc's OwnerScheduler, whose dashboard "
                               "and /metrics only you can reach. Remove the argument.")
 
-        kwargs.setdefault("python", cfg.get("python"))
+        kwargs["python"] = self.worker_python
         kwargs.setdefault("interface", cfg.get("interface"))
         try:
             super().__init__(
@@ -444,6 +503,15 @@ class BurstClusterBase:
         return self.policy.max_jobs(job.worker_cores) * job.worker_processes
 
     def scale(self, n=None, jobs=0, memory=None, cores=None):
+        """Ask for ``n`` workers (or ``jobs`` jobs, ``cores``, ``memory``): a fixed size, so adaptivity stops."""
+        if self._adaptive is not None:
+            self._adaptive.stop(reason="scale() asks for a fixed size")
+            self._adaptive = None
+        self._gave_up = None  # the user acts: try again
+        self._quick_failures = 0
+        return self._scale_within_policy(n=n, jobs=jobs, memory=memory, cores=cores)
+
+    def _scale_within_policy(self, n=None, jobs=0, memory=None, cores=None):
         job = self._dummy_job
         wanted = jobs or 0
         if n is not None:
@@ -455,9 +523,20 @@ class BurstClusterBase:
         self.policy.check_jobs(wanted, job.worker_cores, job.worker_processes)
         return super().scale(n=n, jobs=jobs, memory=memory, cores=cores)
 
-    def adapt(self, *args, minimum_jobs=None, maximum_jobs=None, **kwargs):
+    def adapt(self, *args, minimum_jobs=None, maximum_jobs=None, idle_timeout=None, **kwargs):
+        """dask-jobqueue's ``adapt`` within policy. ``idle_timeout`` (default ``daskhpc.adapt-idle``, 3 minutes):
+        how long workers must have been surplus before they are given back (dask-jobqueue #701): on a
+        partition with a queue, giving workers back seconds after the work ends means queueing again for the
+        next step."""
         job = self._dummy_job
         most = self._policy_max_workers()
+        idle = parse_timedelta(idle_timeout or self.site_config.get("adapt-idle") or "180s")
+        interval = parse_timedelta(kwargs.get("interval") or dask.config.get("distributed.adaptive.interval"))
+        # Adaptive retires a worker after it was surplus in wait_count consecutive checks, one per interval.
+        kwargs.setdefault("wait_count", max(1, math.ceil(idle / interval)))
+        kwargs.setdefault("Adaptive", BurstAdaptive)
+        self._gave_up = None
+        self._quick_failures = 0
         if maximum_jobs is not None:
             kwargs["maximum"] = maximum_jobs * job.worker_processes
         maximum = kwargs.get("maximum", args[1] if len(args) > 1 else None)
@@ -522,6 +601,9 @@ class BurstClusterBase:
         self._sync_callback = PeriodicCallback(self._sync_jobs, interval)
         self._sync_callback.start()
         self._discovery_path = _discovery("register", self)
+        if self._adapt_by_default and self._adaptive is None:
+            self.adapt()
+        self._update_progress()  # say what the cluster will do now, not at the first poll
 
     async def _close(self):
         if self._sync_callback is not None:
@@ -535,11 +617,22 @@ class BurstClusterBase:
                     await asyncio.wait_for(
                         self.scheduler_comm.retire_workers(names=names, close_workers=True, remove=True), 10)
         await super()._close()
+        if getattr(self, "progress", None) is not None:  # not the last count, which is no longer true
+            self.progress.update("closed: its workers have left and its jobs are cancelled")
 
     def _update_worker_status(self, op, msg):
         # SpecCluster cancels a job once its worker has been gone for a while. A requeued job's worker is
         # gone too, and cancelling would lose the requeue: the batch-state sync owns the jobs' lifecycle.
         Cluster._update_worker_status(self, op, msg)
+        if op == "add":
+            self._note_connected(self._connected_worker_names())
+        self._update_progress()  # every arrival and departure, not only at the next poll
+
+    def _note_connected(self, connected):
+        """Remember which jobs have had a worker connected: a job that ends without one failed to start."""
+        for name, job in list(self.workers.items()):
+            if any(worker in connected for worker in self._job_worker_names(name)):
+                job.had_workers = True
 
     # --- job-state sync (dask-jobqueue #643, #691, #11) -------------------------------------
 
@@ -561,6 +654,7 @@ class BurstClusterBase:
             return
         if self.status != Status.running:
             return  # closed while squeue ran
+        self._note_connected(self._connected_worker_names())
         to_replace, to_retire, to_release = self.classify(jobs, states)
         ghosts = [name for name in self.ghost_workers(jobs) if name not in self._closing]
         if ghosts:
@@ -646,28 +740,81 @@ class BurstClusterBase:
             state = getattr(job, "batch_state", None)
             if state is not None and state.phase == STUCK:
                 self._futures.add(asyncio.ensure_future(job.close()))  # held by the system: cancel it
-            if job is not None and not job.ever_ran and state is not None and state.state.startswith("FAILED"):
-                self._quick_failures += 1
-            elif job is not None and job.ever_ran:
+            if job is not None and getattr(job, "had_workers", False):
                 self._quick_failures = 0
+            elif job is not None and state is not None and state.state.split()[0].rstrip("+") in START_FAILURE_STATES:
+                self._quick_failures += 1
+                self.start_failure = self.describe_start_failure(job.job_id, state)
+                logger.error("%s", self.start_failure)
+                self.progress.update(self.start_failure)
             if name not in self.worker_spec:
                 continue  # scaled down meanwhile: nothing to restore
             logger.info("job %s of %s ended (%s): submitting a replacement", getattr(job, "job_id", "?"), name,
                         state.state if state else "gone")
             if self._quick_failures >= MAX_QUICK_FAILURES:
                 del self.worker_spec[name]
-                self.progress.update(
-                    "%d jobs in a row failed before a worker started; not resubmitting. Look at the job logs "
-                    "(%s) and run `daskhpc doctor`." % (self._quick_failures, self.log_directory))
+                self._gave_up = (
+                    "%d worker jobs in a row ended before any worker started; not resubmitting. Last: %s. Fix the "
+                    "cause, then call cluster.scale() or cluster.adapt() again; `daskhpc doctor` checks the set-up"
+                    % (self._quick_failures, self.start_failure))
+                self.progress.update(self._gave_up)
                 continue
             del self.worker_spec[name]
             self.worker_spec.update(self.new_worker_spec())
             self.replaced += 1
         self.loop.add_callback(self._correct_state)
 
+    def error_log(self, job_id):
+        """The path of a job's stderr log, or None when the batch system names it itself (scheduler-specific)."""
+        return None
+
+    def describe_start_failure(self, job_id, state):
+        """"worker job 12 failed (FAILED) before any worker connected: <cause> (log: <path>)"."""
+        path = self.error_log(job_id)
+        cause = None
+        if path:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    cause = start_failure_cause(handle.read()[-65536:])
+            except OSError:
+                cause = None
+        if state.state.startswith("OUT_OF_MEMORY"):
+            cause = "out of memory: its workers needed more than the job's memory. Ask for more with memory=, or " \
+                    "fewer workers per job with processes="
+        return "worker job %s ended (%s) before any worker connected: %s (log: %s)" % (
+            job_id, state.state, cause or "no cause in its log", path or self.log_directory)
+
+    def _fail_waiting_tasks(self):
+        """With no worker left and none coming, fail the tasks waiting for one with the reason, so the user's
+        compute() raises WorkerStartError where they look instead of waiting for ever."""
+        scheduler = self.scheduler
+        if not self._gave_up or getattr(scheduler, "workers", True):
+            return
+        waiting = list(scheduler.unrunnable) + list(scheduler.queued)
+        if not waiting:
+            return
+        exception = pickle_dumps(WorkerStartError(self._gave_up))
+        stimulus = "daskhpc-worker-start-failed-%f" % time()
+        recommendations = {}
+        for task in waiting:
+            recommendations.update(scheduler.transition(task.key, "erred", exception=exception, cause=task.key,
+                                                        stimulus_id=stimulus))
+        scheduler.transitions(recommendations, stimulus_id=stimulus)
+
+    def _waiting_tasks(self):
+        scheduler = self.scheduler
+        try:
+            return len(scheduler.unrunnable) + len(scheduler.queued)
+        except (AttributeError, TypeError):
+            return 0
+
     # --- progress -------------------------------------------------------------------------
 
     def _connected_workers(self):
+        # The scheduler runs in this process: its own count is exact, where scheduler_info lags behind.
+        workers = getattr(getattr(self, "scheduler", None), "workers", None)
+        if isinstance(workers, dict):
+            return len(workers)
         try:
             return len(self.scheduler_info["workers"])
         except (AttributeError, KeyError, TypeError):
@@ -683,9 +830,22 @@ class BurstClusterBase:
         return "%d/%d workers" % (self._connected_workers(), len(self.plan))
 
     def _update_progress(self):
+        if self.status != Status.running:
+            return
         states = [getattr(job, "batch_state", None) for job in self.workers.values()]
         states += [None] * len(set(self.worker_spec) - set(self.workers))
-        self.progress.update(summarize(self._connected_workers(), len(self.plan), states))
+        adaptive = self._adaptive
+        maximum = adaptive.maximum if adaptive is not None and adaptive.state in ("starting", "running") else None
+        waiting = self._waiting_tasks()
+        connected = self._connected_workers()
+        if self._gave_up and not connected:
+            self._fail_waiting_tasks()
+            self.progress.update(self._gave_up)
+            return
+        self.progress.update(summarize(connected, len(self.plan), states, adaptive_maximum=maximum, waiting=waiting))
+        if waiting and not self.plan and maximum is None and not self._warned_no_workers:
+            self._warned_no_workers = True
+            logger.warning("%s", self.progress.text)
 
     @property
     def dashboard_link(self):
@@ -745,6 +905,9 @@ class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
 
     def refused_field(self, text):
         return refused_option_field(text, self.policy_options, self.flag_letters)
+
+    def error_log(self, job_id):
+        return "%s/dask-worker-%s.err" % (self.log_directory, job_id)  # as --error= in policy_job_kwargs
 
     def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
         policy = self.policy

@@ -33,7 +33,7 @@ POLICY_KEYS = ("site", "scheduler", "partition", "qos", "account", "tls", "limit
                "contact")
 # Keys a user may set in their own Dask configuration; BurstPolicy checks the values against the limits.
 USER_KEYS = ("worker-cores", "worker-memory", "workers-per-job", "walltime", "interface", "dashboard-address",
-             "progress", "poll-interval", "log-directory")
+             "progress", "poll-interval", "log-directory", "adapt-idle")
 # Policy mappings the site file may give only in part (the rest comes from the package defaults).
 NESTED_KEYS = ("tls", "limits")
 

@@ -20,6 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from daskhpc import config as site
+from daskhpc import environment
 from daskhpc.batch import SlurmBatch, run_sync
 
 # Seconds any one command may take; a command that does not answer fails its check instead of hanging.
@@ -37,7 +38,7 @@ class Check:
 class Doctor:
     """The checks, with the user, the configuration and the command runner injectable for tests."""
 
-    def __init__(self, config=None, user=None, run=None, now=None, timeout=COMMAND_TIMEOUT):
+    def __init__(self, config=None, user=None, run=None, now=None, timeout=COMMAND_TIMEOUT, *, python=None):
         self.config_error = None
         if config is None:
             try:
@@ -50,6 +51,7 @@ class Doctor:
         self.run = run or self._run
         self.now = now or datetime.datetime.now(datetime.timezone.utc)
         self.contact = site.contact(self.config)
+        self.python = os.path.abspath(os.path.expanduser(python)) if python else None
 
     def _run(self, command):
         return run_sync(command, timeout=self.timeout, env=SlurmBatch().command_environment())
@@ -58,8 +60,8 @@ class Doctor:
         results = [self.check_config()]
         if not results[0].ok:
             return results  # nothing else can be checked without the site's configuration
-        for check in (self.check_python, self.check_batch, self.check_groups, self.check_association,
-                      self.check_tls, self.check_interface, self.check_metrics_dir):
+        for check in (self.check_python, self.check_environment, self.check_batch, self.check_groups,
+                      self.check_association, self.check_tls, self.check_interface, self.check_metrics_dir):
             try:
                 results.append(check())
             except Exception as exc:  # a broken check must not hide the others
@@ -94,6 +96,22 @@ class Doctor:
             return Check("worker python", False, "%s cannot import daskhpc.worker: %s" % (python, err.strip()[-200:]),
                          "ask %s to re-run the dask_client role (the environment is incomplete)" % self.contact)
         return Check("worker python", True, "%s runs daskhpc.worker" % python)
+
+    def check_environment(self):
+        """The workers' Python (the site's, or --python) has the versions of what Dask needs that this one has."""
+        site_python = self.config.get("python") or sys.executable
+        python = self.python or site_python
+        try:
+            versions = environment.probe(python, timeout=self.timeout)
+        except environment.WorkerEnvironmentError as exc:
+            return Check("worker environment", False, str(exc), environment.fix(python, site_python))
+        found = environment.mismatches(environment.local_versions(), versions)
+        if found:
+            return Check("worker environment", False, "%s differs from %s: %s"
+                         % (python, sys.executable, environment.describe(found)), environment.fix(python, site_python))
+        return Check("worker environment", True, "%s matches %s: python %s, dask %s, distributed %s"
+                     % (python, sys.executable, versions["python"], versions["packages"].get("dask"),
+                        versions["packages"].get("distributed")))
 
     def check_batch(self):
         partition = self.config["partition"]
@@ -293,8 +311,10 @@ def render(results, user, config):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="daskhpc doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument("--python", help="check this Python for the workers too, e.g. ~/myenv/bin/python (as "
+                                         "BurstCluster(python=...) would use it)")
     args = parser.parse_args(argv)
-    doctor = Doctor()
+    doctor = Doctor(python=args.python)
     results = doctor.checks()
     if args.json:
         print(json.dumps([asdict(c) for c in results], indent=2))

@@ -29,9 +29,24 @@ REASON_HINTS = {
 }
 
 
-def summarize(connected, target, states):
-    """One line from the connected worker count, the target and the jobs' states (JobState or None)."""
-    parts = ["%d/%d workers" % (connected, target)]
+def summarize(connected, target, states, adaptive_maximum=None, waiting=0):
+    """One line from the connected worker count, the target and the jobs' states (JobState or None).
+
+    ``adaptive_maximum``: the most workers adapt() may ask for (None: a fixed size); ``waiting``: tasks that
+    wait for a worker.
+    """
+    if adaptive_maximum is not None:
+        most = "" if adaptive_maximum == float("inf") else ", at most %d" % adaptive_maximum
+        parts = ["%d/%d workers (adaptive%s)" % (connected, target, most)]
+        if not target and not connected and not waiting:
+            parts[0] += ": workers are asked for when there is work"
+    elif not target and not connected:
+        parts = ["no workers: none asked for%s. Ask for some with cluster.scale(16) or cluster.adapt()"
+                 % (" and %d tasks are waiting" % waiting if waiting else "")]
+    else:
+        parts = ["%d/%d workers" % (connected, target)]
+    if connected > target:
+        parts.append("%d leaving" % (connected - target))
     pending = Counter(s.reason or "queued" for s in states if s is not None and s.phase == PENDING)
     unknown = sum(1 for s in states if s is None)
     preempting = sum(1 for s in states if s is not None and s.preempting)

@@ -105,6 +105,10 @@ DASK_DEFAULTS = {
     "worker_cores": 1,
     "worker_memory": "2GiB",
     "tls": "required",
+    # The site environment's data-science stack (pip requirement strings), installed with daskhpc on the login
+    # and compute hosts from one wheelhouse. Each package costs converge time on every host: add, say, scipy,
+    # scikit-learn or matplotlib here when users need them.
+    "packages": ["dask[array,dataframe,distributed]", "pandas", "pyarrow", "numpy", "bokeh>=3.1"],
 }
 SECTION_DEFAULTS = {
     "burst": BURST_DEFAULTS,
@@ -953,6 +957,23 @@ def _check_ldap(chk, ldap):
                "use posixGroup (memberUid) or groupOfNames (member)")
 
 
+# A pip requirement as the site environment takes it: a name, optional extras, an optional version specifier.
+# No URLs, paths or options: the wheelhouse is built from the package index only.
+_REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
+                             r"((===?|!=|<=?|>=?|~=)[A-Za-z0-9.*+!_-]+(,(===?|!=|<=?|>=?|~=)[A-Za-z0-9.*+!_-]+)*)?")
+
+
+def _check_packages(chk, packages):
+    if not isinstance(packages, list) or len(packages) > MAX_ENTRIES:
+        chk.error("dask.packages", "%s is not a list of at most %d packages" % (_show(packages), MAX_ENTRIES),
+                  "write a YAML list of pip requirements, e.g. [pandas, pyarrow, \"bokeh>=3.1\"]")
+        return
+    for i, item in enumerate(packages):
+        if not isinstance(item, str) or not _REQUIREMENT_RE.fullmatch(item.replace(" ", "")):
+            chk.error("dask.packages[%d]" % i, "%s is not a package requirement" % _show(item),
+                      "write a package name with optional extras and version, e.g. pandas or \"bokeh>=3.1\"")
+
+
 def _check_services(chk, sections, model):
     ca, dask, metrics, accounting = sections["ca"], sections["dask"], sections["metrics"], sections["accounting"]
     _check_ca(chk, ca, model)
@@ -977,6 +998,7 @@ def _check_services(chk, sections, model):
                   "give an interface such as ib0 or eth0 (1-15 letters, digits, '_', '.', '-'), or leave it out")
     if dask["contact"] is not None:
         chk.text("dask.contact", dask["contact"], 256, "say in one line whom data scientists should ask")
+    _check_packages(chk, dask["packages"])
 
     ports = []
     if accounting["host"] is None:

@@ -194,7 +194,7 @@ with BurstCluster(progress=False) as cluster:
 def test_doctor_passes_for_a_data_scientist_and_says_what_to_fix_for_others(site_env):
     ok = sh("/opt/daskhpc/venv/bin/daskhpc", "doctor", user=USER, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.splitlines()[-1] == "8 passed, 0 failed"
+    assert ok.stdout.splitlines()[-1] == "9 passed, 0 failed"
     denied = sh("/opt/daskhpc/venv/bin/daskhpc", "doctor", "--json", user="mallory", check=False)
     assert denied.returncode == 1
     checks = {c["name"]: c for c in json.loads(denied.stdout)}

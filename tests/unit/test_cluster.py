@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_job_script_directives_one_by_one(cluster, lab_site):
 
 def test_job_script_worker_command(cluster):
     argv = command(cluster.job_script())
-    assert argv[:4] == ["exec", "/opt/daskhpc/venv/bin/python", "-m", "daskhpc.worker"]
+    assert argv[:4] == ["exec", sys.executable, "-m", "daskhpc.worker"]
     assert argv[4] == cluster.scheduler_address
     opts = dict(zip(argv[5::2], argv[6::2]))
     assert opts["--nworkers"] == "4"

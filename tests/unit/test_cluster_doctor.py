@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import pwd
+import sys
 
 import pytest
 from cryptography import x509
@@ -43,7 +44,7 @@ def tls(tmp_path):
 
 
 def config(tls, tmp_path, **overrides):
-    cfg = {"site": "lab", "partition": "burst", "qos": "burst", "account": "burst", "python": "/bin/true",
+    cfg = {"site": "lab", "partition": "burst", "qos": "burst", "account": "burst", "python": sys.executable,
            "allowed-groups": [], "tls": tls, "interface": None, "metrics-targets-dir": str(tmp_path),
            "contact": "hpc-help@lab.example"}
     cfg.update(overrides)

@@ -15,7 +15,7 @@ from client_helpers import lab_config, python_with_site_file, site_file
 
 from daskhpc import batch as batch_module
 from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
-from daskhpc.cluster import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase
+from daskhpc.cluster import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase, SlurmBurstCluster
 from daskhpc.progress import summarize
 
 DATA = Path(__file__).parent / "data" / "daskhpc"
@@ -169,9 +169,9 @@ def test_release_command_lifts_the_requeue_hold():
 # --- the cluster's decisions ----------------------------------------------------------------
 
 
-def job(job_id, last_phase=None, ever_ran=False):
+def job(job_id, last_phase=None, ever_ran=False, had_workers=False):
     return SimpleNamespace(job_id=job_id, batch_state=None, last_phase=last_phase, ever_ran=ever_ran,
-                           retiring=False, missing_polls=0)
+                           retiring=False, missing_polls=0, had_workers=had_workers)
 
 
 def fake_cluster(**jobs):
@@ -180,7 +180,10 @@ def fake_cluster(**jobs):
     fake = SimpleNamespace(
         requeues=0, replaced=0, _quick_failures=0, workers=dict(jobs), worker_spec=spec, _futures=set(),
         loop=SimpleNamespace(add_callback=lambda f: None), progress=SimpleNamespace(update=lambda t: None),
-        log_directory="/home/u/.daskhpc/logs", _correct_state=None, scheduler_info={"workers": {}})
+        log_directory="/home/u/.daskhpc/logs", _correct_state=None, scheduler_info={"workers": {}},
+        start_failure=None, _gave_up=None)
+    fake.error_log = lambda job_id: SlurmBurstCluster.error_log(fake, job_id)
+    fake.describe_start_failure = lambda job_id, state: BurstClusterBase.describe_start_failure(fake, job_id, state)
     fake.new_worker_spec = lambda: {"BurstCluster-%d" % next(counter): {"cls": None, "options": {}}}
     fake._job_worker_names = lambda name: BurstClusterBase._job_worker_names(fake, name)
     fake._connected_worker_names = lambda: BurstClusterBase._connected_worker_names(fake)
@@ -213,9 +216,10 @@ def test_pending_job_that_never_ran_is_left_alone():
 
 
 def test_ended_jobs_are_replaced_to_keep_the_requested_size():
-    fake = fake_cluster(a=job("9", last_phase=RUNNING, ever_ran=True), b=job("10", ever_ran=True))
-    history = SlurmBatch().parse_history(recorded("sacct_duplicates.txt"))
-    replace, _retire, _release = BurstClusterBase.classify(fake, fake.workers, history)
+    fake = fake_cluster(a=job("9", last_phase=RUNNING, ever_ran=True, had_workers=True),
+                        b=job("10", ever_ran=True, had_workers=True))
+    replace, _, _ = BurstClusterBase.classify(fake, fake.workers,
+                                              SlurmBatch().parse_history(recorded("sacct_duplicates.txt")))
     assert sorted(replace) == ["a", "b"]
     BurstClusterBase._replace(fake, replace)
     assert set(fake.worker_spec) == {"BurstCluster-100", "BurstCluster-101"} and fake.workers == {}

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_batch_query_reports_a_down_server(tmp_path):
 # --- PBSBurstCluster job scripts -------------------------------------------------------------------------
 
 CONFIG = {"site": "hpc-pbs", "scheduler": "pbs", "partition": "burst", "qos": "burst", "account": "burst",
-          "python": "/opt/daskhpc/venv/bin/python", "interface": None, "worker-cores": 1,
+          "python": sys.executable, "interface": None, "worker-cores": 1,
           "worker-memory": "2GiB", "max-walltime": "04:00:00", "grace-time": 120, "tls": "optional",
           "progress": False, "contact": "hpc-support@example.org",
           "limits": {"max-cores-per-user": 64, "max-jobs-per-user": 64, "max-cores-burst": 256}}
@@ -153,7 +154,7 @@ def test_job_script_directive_by_directive(make_cluster, tmp_path):
         "#PBS -e %s/" % logs,
     ]
     command = script.strip().splitlines()[-1]
-    assert command.startswith("exec /opt/daskhpc/venv/bin/python -m daskhpc.worker ")
+    assert command.startswith("exec %s -m daskhpc.worker " % sys.executable)
     assert "--grace-time 120" in command and "--nworkers 2" in command and "--lifetime " in command
 
 

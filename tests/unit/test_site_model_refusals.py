@@ -351,6 +351,10 @@ BAD = [
     ("dask-interface-too-long", S("dask.interface", "x" * 16), "dask.interface"),
     ("dask-contact-newline", S("dask.contact", "admins\n#SBATCH --qos=normal"), "dask.contact"),
     ("dask-contact-int", S("dask.contact", 5), "dask.contact"),
+    ("dask-packages-string", S("dask.packages", "pandas"), "dask.packages"),
+    ("dask-packages-url", S("dask.packages", ["pandas", "https://example.org/x.whl"]), "dask.packages[1]"),
+    ("dask-packages-option", S("dask.packages", ["--index-url=http://evil"]), "dask.packages[0]"),
+    ("dask-packages-newline", S("dask.packages", ["pandas\nnumpy"]), "dask.packages[0]"),
     ("dask-scalar", S("dask", "x"), "dask"),
     # --- whole documents ---------------------------------------------------------------------------
     ("null-document", R(None), "daskhpc_site"),
