@@ -37,7 +37,7 @@ options:
   group_schema:
     description: Group object class.
     type: str
-    choices: [posixGroup, groupOfNames]
+    choices: [posixGroup, groupOfNames, group]
     default: posixGroup
   user_base:
     description: DN under which users live. Required with O(users).
