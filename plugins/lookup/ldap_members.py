@@ -136,7 +136,7 @@ class LookupModule(LookupBase):
                 members = {group: sorted(found) for group, found in via.items()}
                 if not attributes:
                     return sorted({uid for uids in members.values() for uid in uids})
-                return ldapu.member_records(conn, user_base, members, attributes, schema, via)
+                return ldapu.member_records(conn, user_base, members, attributes, schema, via=via)
             finally:
                 conn.unbind()
         except ldapu.LdapError as exc:

@@ -356,7 +356,7 @@ def schema_settings(schema=None, group_schema=None):
     return settings
 
 
-def effective_members(conn, group_base, names, schema="rfc2307", missing="error", max_depth=MAX_NESTING):
+def effective_members(conn, group_base, names, schema="rfc2307", missing="error", *, max_depth=MAX_NESTING):
     """``{group: {login: via}}``: every member of each group, nested groups followed, for any schema.
 
     *via* is the chain of groups that gives the access, outermost first: ``["datasci"]`` for a direct
@@ -455,7 +455,7 @@ def find_users(conn, user_base, uids, attributes=("uid",), schema="rfc2307"):
     return users
 
 
-def member_records(conn, user_base, members, attributes, schema="rfc2307", via=None):
+def member_records(conn, user_base, members, attributes, schema="rfc2307", *, via=None):
     """One dict per member of *members* (``{group: [login]}``): uid, groups, the user's *attributes*,
     and with *via* (``effective_members``' answer) ``via``: ``{group: chain}``."""
     in_groups = {}
