@@ -192,8 +192,8 @@ def connect(uri, bind_dn=None, bind_pw=None, *, start_tls=True, ca_file=None, ti
             raise TlsFailed(_tls_message(uri, ca_file, exc)) from exc
         raise DirectoryUnreachable(
             "directory unreachable: cannot connect to %s (%s). Fix: check that slapd is running on the "
-            "directory server (service slapd status), that the URI's host and port are right, and that "
-            "no firewall blocks it" % (uri, _short(exc))) from exc
+            "directory server (systemctl status slapd; samba-ad-dc on a Samba domain controller), that the "
+            "URI's host and port are right, and that no firewall blocks it" % (uri, _short(exc))) from exc
     except ldap_exc.LDAPException as exc:
         raise DirectoryUnreachable("directory unreachable: %s (%s)" % (uri, _short(exc))) from exc
     if secure and uri.startswith("ldap://"):
