@@ -50,7 +50,7 @@ def test_getent_passwd_shows_ldap_user(identity, host):
     assert b"alice" not in read_file(host, "/etc/passwd")  # it comes from the directory, not local files
 
 
-@pytest.mark.parametrize("host", ["login", "ctl"])  # where users work, where slurmctld checks AllowGroups
+@pytest.mark.parametrize("host", ["login", "ctl", "cn1"])  # where users work, slurmctld checks AllowGroups, jobs run
 def test_id_shows_ldap_groups(identity, host):
     assert "20001(datasci)" in sh("id", "alice", host=host).stdout
     assert "20001(datasci)" in sh("id", "bob", host=host).stdout
