@@ -209,7 +209,7 @@ def lab_hosts(lab, ansible_adhoc):
     """pytest-ansible's host manager on the lab inventory (modules run on the named hosts over SSH).
 
         lab_hosts["svc"].stat(path="/etc/daskhpc/ca")["svc"]["stat"]["mode"]
-        adhoc(lab_hosts, "all", "stat", path="/etc/nslcd.conf")   # {host: result}
+        adhoc(lab_hosts, "all", "stat", path="/etc/sssd/sssd.conf")   # {host: result}
     """
     with warnings.catch_warnings():
         # pytest-ansible marks its host manager deprecated (pytest-ansible#468); ansible_adhoc is what it offers.

@@ -206,6 +206,9 @@ def access_section(model, assoc_text, directory, sources, admins=ADMIN_USERS):
                              detail=(directory or {}).get("source", "") if isinstance(directory, dict) else "")
     assocs = associations(assoc_text) if assoc_text is not None else []
     members_of = (directory or {}).get("groups") or {}
+    # Through which chain of groups each member is in an allowed group (read from LDAP; the name
+    # service flattens nested groups and cannot say).
+    chains = (directory or {}).get("via") or {}
     known_users = (directory or {}).get("users") or {}
     burst_qos = (model or {}).get("burst", {}).get("qos", "burst")
     access, mismatches = [], []
@@ -219,7 +222,7 @@ def access_section(model, assoc_text, directory, sources, admins=ADMIN_USERS):
         via = defaultdict(list)
         for group in allowed:
             for user in members_of.get(group) or []:
-                via[user].append(group)
+                via[user].append(" via ".join(chains.get(group, {}).get(user) or [group]))
         # Listed: every member of an allowed group, and whoever holds a grant aimed at this partition.
         for user in sorted(set(via) | explicit):
             in_dir = known_users.get(user)

@@ -23,16 +23,18 @@ def directory_from_ldap(model, groups, users, bind_pw=None, ca_file=None):
     except ldaphelper.LdapError as exc:
         return {"unavailable": "LDAP %s: %s" % (cfg["uri"], exc)}
     try:
-        out = {"source": "ldap %s" % cfg["uri"], "groups": {}, "users": {}}
-        schema = cfg.get("group_schema", "posixGroup")
+        out = {"source": "ldap %s" % cfg["uri"], "groups": {}, "via": {}, "users": {}}
+        schema = ldaphelper.schema_settings(cfg.get("schema"), cfg.get("group_schema"))["schema"]
+        # Effective membership, nested groups included: the same reading as the sync module's.
         for group in sorted(set(groups)):
             try:
-                entry = ldaphelper.find_group(conn, cfg["group_base"], group, schema)
-                out["groups"][group] = sorted(ldaphelper.member_uids(conn, entry, schema))
+                found = ldaphelper.effective_members(conn, cfg["group_base"], [group], schema)[group]
+                out["groups"][group] = sorted(found)
+                out["via"][group] = found
             except ldaphelper.GroupNotFound:
                 out["groups"][group] = None
         wanted = set(users) | {u for m in out["groups"].values() for u in (m or [])}
-        found = ldaphelper.find_users(conn, cfg["user_base"], sorted(wanted))
+        found = ldaphelper.find_users(conn, cfg["user_base"], sorted(wanted), schema=schema)
         out["users"] = {u: u in found for u in sorted(wanted)}
         return out
     except ldaphelper.LdapError as exc:

@@ -28,6 +28,11 @@ def ldap_burst_groups(model):
     return view(site_model.burst_groups, model)
 
 
+def ldap_leaver_caches(model):
+    """sssd's cache timeouts and slurmctld's GroupUpdateTime that keep a leaver within ldap.cache_seconds."""
+    return view(site_model.leaver_caches, model)
+
+
 def ldap_ssha(password, existing=None):
     """A ``{SSHA}`` hash of *password*; reuses the hash found in *existing* when it still matches.
 
@@ -51,4 +56,5 @@ class FilterModule:
             "ldap_allowed_groups": ldap_allowed_groups,
             "ldap_burst_groups": ldap_burst_groups,
             "ldap_ssha": ldap_ssha,
+            "ldap_leaver_caches": ldap_leaver_caches,
         }

@@ -46,10 +46,16 @@ options:
   user_base:
     description: DN under which users live (needed with O(attributes)).
     type: str
-  group_schema:
-    description: Group object class.
+  schema:
+    description:
+      - Directory schema (site model C(ldap.schema)) - V(rfc2307), V(rfc2307bis) or V(ad). Nested groups are
+        followed for the last two; with V(ad) the login name is C(sAMAccountName).
     type: str
-    choices: [posixGroup, groupOfNames]
+    choices: [ad, rfc2307, rfc2307bis]
+  group_schema:
+    description: Group object class (older form of O(schema)).
+    type: str
+    choices: [posixGroup, groupOfNames, group]
   attributes:
     description: User attributes to return; each result is then a dict with C(uid), C(groups) and these.
     type: list
@@ -83,8 +89,11 @@ _raw:
   description:
     - Without O(attributes), the sorted member uids.
     - With O(attributes), one dict per member - C(uid), C(groups) (which of the given groups
-      they are in) and each requested attribute (a list of strings); members with no user entry
+      they are in), C(via) (for each of those groups, the chain of groups through which they are in it,
+      outermost first) and each requested attribute (a list of strings); members with no user entry
       are returned with C(missing_entry=true).
+    - Membership is effective membership, nested groups included, read by the same code as
+      onprem.daskhpc.slurm_ldap_sync and the audit.
   type: list
 """
 
@@ -122,11 +131,12 @@ class LookupModule(LookupBase):
                                  start_tls=opt("start_tls", default=True), ca_file=self.get_option("ca_file"),
                                  timeout=self.get_option("timeout"))
             try:
-                members = ldapu.resolve_groups(conn, group_base, groups,
-                                               opt("group_schema", default="posixGroup"), self.get_option("missing"))
+                schema = ldapu.schema_settings(opt("schema"), opt("group_schema"))["schema"]
+                via = ldapu.effective_members(conn, group_base, groups, schema, self.get_option("missing"))
+                members = {group: sorted(found) for group, found in via.items()}
                 if not attributes:
                     return sorted({uid for uids in members.values() for uid in uids})
-                return ldapu.member_records(conn, user_base, members, attributes)
+                return ldapu.member_records(conn, user_base, members, attributes, schema, via=via)
             finally:
                 conn.unbind()
         except ldapu.LdapError as exc:

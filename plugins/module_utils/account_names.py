@@ -28,8 +28,9 @@ MIN_UID = 1000
 RESERVED = frozenset((
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
     "backup", "list", "irc", "gnats", "nobody", "nogroup", "sshd", "messagebus", "systemd-network",
-    "systemd-resolve", "systemd-timesync", "_apt", "slurm", "munge", "mysql", "openldap", "nslcd", "prometheus",
-    "daskhpc-exporter", "pbsadmin", "pbsdata", "postgres", "admin", "administrator", "operator", "adm",
+    "systemd-resolve", "systemd-timesync", "_apt", "slurm", "munge", "mysql", "openldap", "nslcd", "sssd", "_sssd",
+    "prometheus", "daskhpc-exporter", "krbtgt", "guest", "pbsadmin", "pbsdata", "postgres", "admin",
+    "administrator", "operator", "adm",
 ))
 PORTABLE_TEXT = ("not a portable account name (lower-case letters, digits, '_' and '-', at most 32, not starting "
                  "with '-' or a digit; no commas, whitespace or '=')")

@@ -30,7 +30,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without ldap3
     HAS_LDAP3 = False
     LDAP3_IMPORT_ERROR = exc
 
-GROUP_SCHEMAS = ("posixGroup", "groupOfNames")
+GROUP_SCHEMAS = ("posixGroup", "groupOfNames", "group")
+
+# What each directory schema (site model ldap.schema) stores where. rfc2307: posixGroup lists member
+# uids (memberUid), so groups cannot nest. rfc2307bis: groupOfNames lists member DNs, users or groups.
+# ad (Active Directory, RFC 2307 attributes on its own classes): group lists member DNs, users are
+# `user` entries whose login name is sAMAccountName.
+SCHEMAS = {
+    "rfc2307": {"group_class": "posixGroup", "user_class": "posixAccount", "login_attribute": "uid"},
+    "rfc2307bis": {"group_class": "groupOfNames", "user_class": "posixAccount", "login_attribute": "uid"},
+    "ad": {"group_class": "group", "user_class": "user", "login_attribute": "sAMAccountName"},
+}
+# How deep nested groups are followed (sssd.conf ldap_group_nesting_level is set to the same, so
+# the name service and this module agree on who is a member).
+MAX_NESTING = 4
 
 # The connection options every module shares (documented in doc_fragments/ldap.py).
 CONNECTION_ARGS = {
@@ -179,8 +192,8 @@ def connect(uri, bind_dn=None, bind_pw=None, *, start_tls=True, ca_file=None, ti
             raise TlsFailed(_tls_message(uri, ca_file, exc)) from exc
         raise DirectoryUnreachable(
             "directory unreachable: cannot connect to %s (%s). Fix: check that slapd is running on the "
-            "directory server (service slapd status), that the URI's host and port are right, and that "
-            "no firewall blocks it" % (uri, _short(exc))) from exc
+            "directory server (systemctl status slapd; samba-ad-dc on a Samba domain controller), that the "
+            "URI's host and port are right, and that no firewall blocks it" % (uri, _short(exc))) from exc
     except ldap_exc.LDAPException as exc:
         raise DirectoryUnreachable("directory unreachable: %s (%s)" % (uri, _short(exc))) from exc
     if secure and uri.startswith("ldap://"):
@@ -301,15 +314,15 @@ def values_of(attrs, name):
 
 def group_filter(name, schema):
     if schema not in GROUP_SCHEMAS:
-        raise LdapError("group schema %r is not supported. Fix: use posixGroup (memberUid) or "
-                        "groupOfNames (member)" % (schema,))
+        raise LdapError("group schema %r is not supported. Fix: use posixGroup (memberUid), "
+                        "groupOfNames (member) or group (Active Directory)" % (schema,))
     return and_filter("(objectClass=%s)" % schema, eq_filter("cn", name))
 
 
 def find_group(conn, group_base, name, schema="posixGroup"):
     """The group entry called *name*, or ``GroupNotFound`` naming where it looked."""
     member_attr = "memberUid" if schema == "posixGroup" else "member"
-    found = paged_search(conn, group_base, group_filter(name, schema), ["cn", "gidNumber", member_attr])
+    found = paged_search(conn, group_base, group_filter(name, schema), ["cn", "gidNumber", "objectClass", member_attr])
     if not found:
         raise GroupNotFound("group %r not found: no %s with cn=%s under %s. Fix: create the group in the "
                             "directory (onprem.daskhpc.ldap_group) or correct the name in the site model "
@@ -329,59 +342,132 @@ def uid_from_dn(dn):
     return value if attr.lower() == "uid" else None
 
 
-def member_uids(conn, group_entry, schema="posixGroup"):
-    """Sorted uids of a group's members, for either schema."""
-    if schema == "posixGroup":
-        return sorted(set(values_of(group_entry["attributes"], "memberUid")))
-    uids = set()
-    for dn in values_of(group_entry["attributes"], "member"):
-        uid = uid_from_dn(dn)
-        if uid is None and conn is not None:
-            entry = read_entry(conn, dn, ["uid"])
-            uid = first(entry["attributes"], "uid") if entry else None
-        if uid:
-            uids.add(uid)
-    return sorted(uids)
+def schema_settings(schema=None, group_schema=None):
+    """``SCHEMAS[schema]``; without *schema*, the one the older ``group_schema`` option implies."""
+    if schema is None:
+        schema = {"groupOfNames": "rfc2307bis", "group": "ad"}.get(group_schema, "rfc2307")
+    if schema not in SCHEMAS:
+        raise LdapError("directory schema %r is not supported. Fix: use rfc2307, rfc2307bis or ad" % (schema,))
+    settings = dict(SCHEMAS[schema], schema=schema)
+    if group_schema and group_schema != settings["group_class"]:
+        raise LdapError("group schema %s does not fit directory schema %s (its groups are %s). Fix: leave "
+                        "group_schema out or set it to %s" % (group_schema, schema, settings["group_class"],
+                                                               settings["group_class"]))
+    return settings
 
 
-def resolve_groups(conn, group_base, names, schema="posixGroup", missing="error"):
-    """``{group: [uid, ...]}``; a missing group raises, or maps to [] with ``missing='ignore'``."""
-    members = {}
+def effective_members(conn, group_base, names, schema="rfc2307", missing="error", *, max_depth=MAX_NESTING):
+    """``{group: {login: via}}``: every member of each group, nested groups followed, for any schema.
+
+    *via* is the chain of groups that gives the access, outermost first: ``["datasci"]`` for a direct
+    member, ``["datasci", "ml-team"]`` for one who is in ml-team, a member of datasci. Where a user is a
+    member along several chains, the shortest (then the first in name order) is kept. Nested groups
+    are followed *max_depth* levels deep, as sssd does (ldap_group_nesting_level); a cycle ends where
+    it closes. This is the one reading of membership: the lookup, the sync module, the PKI user list
+    and the audit all use it.
+    """
+    cfg = schema_settings(schema)
+    result = {}
     for name in names:
         try:
-            members[name] = member_uids(conn, find_group(conn, group_base, name, schema), schema)
+            top = find_group(conn, group_base, name, cfg["group_class"])
         except GroupNotFound:
             if missing == "error":
                 raise
-            members[name] = []
-    return members
+            result[name] = {}
+            continue
+        result[name] = _walk(conn, top, [name], cfg, max_depth)
+    return result
 
 
-def find_users(conn, user_base, uids, attributes=("uid",)):
-    """``{uid: attributes}`` for the uids that exist under *user_base* (paged, escaped, chunked)."""
+def _walk(conn, top, chain, cfg, max_depth):
+    """Breadth first from the group entry *top*: ``{login: via}``, shortest chain first."""
+    found = {}
+    seen = {top["dn"].lower()}
+    level = [(top, chain)]
+    depth = 0
+    while level:
+        following = []
+        for entry, via in level:
+            if cfg["group_class"] == "posixGroup":
+                for uid in values_of(entry["attributes"], "memberUid"):
+                    found.setdefault(uid, via)
+                continue
+            for dn in sorted(values_of(entry["attributes"], "member")):
+                if dn.lower() in seen:
+                    continue
+                seen.add(dn.lower())
+                kind, value, member = _member(conn, dn, cfg)
+                if kind == "user":
+                    found.setdefault(value, via)
+                elif kind == "group" and depth < max_depth:
+                    following.append((member, via + [value]))
+        level = sorted(following, key=lambda item: item[1])
+        depth += 1
+    return {login: found[login] for login in sorted(found)}
+
+
+def _member(conn, dn, cfg):
+    """("user", login, None), ("group", cn, entry) or (None, None, None) for one member DN."""
+    if cfg["login_attribute"] == "uid" and uid_from_dn(dn):
+        return "user", uid_from_dn(dn), None  # the common case needs no read
+    if conn is None:
+        return None, None, None
+    entry = read_entry(conn, dn, ["objectClass", "cn", "member", cfg["login_attribute"]])
+    if entry is None:
+        return None, None, None
+    classes = {c.lower() for c in values_of(entry["attributes"], "objectClass")}
+    if cfg["group_class"].lower() in classes:
+        return "group", first(entry["attributes"], "cn"), entry
+    login = first(entry["attributes"], cfg["login_attribute"])
+    return ("user", login, None) if login else (None, None, None)
+
+
+def member_uids(conn, group_entry, schema="posixGroup"):
+    """Sorted logins of a group's direct and nested members (*schema*: a group schema)."""
+    cfg = schema_settings(group_schema=schema)
+    return sorted(_walk(conn, group_entry, [first(group_entry["attributes"], "cn")], cfg, MAX_NESTING))
+
+
+def resolve_groups(conn, group_base, names, schema="posixGroup", missing="error"):
+    """``{group: [login, ...]}`` of effective members; a missing group raises, or maps to [] with
+    ``missing='ignore'``. *schema* is a group schema (posixGroup, groupOfNames, group) or a directory
+    schema (rfc2307, rfc2307bis, ad)."""
+    directory = schema if schema in SCHEMAS else schema_settings(group_schema=schema)["schema"]
+    found = effective_members(conn, group_base, names, directory, missing)
+    return {name: sorted(members) for name, members in found.items()}
+
+
+def find_users(conn, user_base, uids, attributes=("uid",), schema="rfc2307"):
+    """``{login: attributes}`` for the logins that exist under *user_base* (paged, escaped, chunked)."""
+    cfg = schema_settings(schema)
+    login = cfg["login_attribute"]
     uids = sorted(set(uids))
-    attributes = sorted(set(attributes) | {"uid"})
+    attributes = sorted(set(attributes) | {login})
     users = {}
     for start in range(0, len(uids), FILTER_CHUNK):
         chunk = uids[start:start + FILTER_CHUNK]
-        flt = and_filter("(objectClass=posixAccount)", or_filter(eq_filter("uid", u) for u in chunk))
+        flt = and_filter("(objectClass=%s)" % cfg["user_class"], or_filter(eq_filter(login, u) for u in chunk))
         for entry in paged_search(conn, user_base, flt, attributes):
-            uid = first(entry["attributes"], "uid")
+            uid = first(entry["attributes"], login)
             if uid in chunk:
                 users[uid] = entry["attributes"]
     return users
 
 
-def member_records(conn, user_base, members, attributes):
-    """One dict per member of *members* (``{group: [uid]}``): uid, groups, and the user's *attributes*."""
+def member_records(conn, user_base, members, attributes, schema="rfc2307", *, via=None):
+    """One dict per member of *members* (``{group: [login]}``): uid, groups, the user's *attributes*,
+    and with *via* (``effective_members``' answer) ``via``: ``{group: chain}``."""
     in_groups = {}
     for group, uids in members.items():
         for uid in uids:
             in_groups.setdefault(uid, []).append(group)
-    users = find_users(conn, user_base, in_groups, attributes)
+    users = find_users(conn, user_base, in_groups, attributes, schema)
     records = []
     for uid in sorted(in_groups):
         record = {"uid": uid, "groups": sorted(in_groups[uid])}
+        if via is not None:
+            record["via"] = {g: via[g][uid] for g in record["groups"] if uid in via.get(g, {})}
         if uid in users:
             for name in attributes:
                 record[name] = values_of(users[uid], name)

@@ -80,8 +80,23 @@ LDAP_DEFAULTS = {
     "user_base": None,
     "group_base": None,
     "bind_dn": None,
-    "group_schema": "posixGroup",
+    # rfc2307 (posixGroup, memberUid: no nesting), rfc2307bis (groupOfNames, member DNs, nested) or
+    # ad (Active Directory with RFC 2307 attributes: group, member DNs, nested, sAMAccountName).
+    "schema": "rfc2307",
+    "group_schema": None,  # follows from schema; older models name it, and it must then fit
+    "login_attribute": None,  # follows from schema: uid, or sAMAccountName for ad
+    # The most a leaver keeps access after leaving a group: every cache between the directory and
+    # slurmctld's AllowGroups check together (sssd's entry and fast caches, GroupUpdateTime).
+    "cache_seconds": 300,
 }
+# What a directory schema implies: its group class and the login names it can give.
+LDAP_SCHEMAS = {
+    "rfc2307": {"group_schema": "posixGroup", "login_attributes": ("uid",)},
+    "rfc2307bis": {"group_schema": "groupOfNames", "login_attributes": ("uid",)},
+    "ad": {"group_schema": "group", "login_attributes": ("sAMAccountName", "uid")},
+}
+MIN_CACHE_SECONDS = 30  # shorter only multiplies directory round trips on every node
+MAX_CACHE_SECONDS = 86400
 CA_DEFAULTS = {
     "name": None,
     "dir": "/etc/daskhpc/ca",
@@ -953,8 +968,41 @@ def _check_ldap(chk, ldap):
         if base and key in dns and dns[key][-len(base):] != base:
             chk.error("ldap.%s" % key, "%s is not under base_dn %s" % (ldap[key], ldap["base_dn"]),
                       "give a DN that ends with base_dn")
-    chk.choice("ldap.group_schema", ldap["group_schema"], ("posixGroup", "groupOfNames"), "supported",
-               "use posixGroup (memberUid) or groupOfNames (member)")
+    _check_ldap_schema(chk, ldap)
+
+
+def _check_ldap_schema(chk, ldap):
+    """ldap.schema and what must fit it; fills group_schema and login_attribute from it."""
+    schema = ldap["schema"]
+    if not chk.choice("ldap.schema", schema, tuple(LDAP_SCHEMAS), "a supported directory schema",
+                      "use rfc2307 (OpenLDAP posixGroup/memberUid), rfc2307bis (groupOfNames, nested groups) "
+                      "or ad (Active Directory)"):
+        return
+    implied = LDAP_SCHEMAS[schema]
+    if ldap["group_schema"] is None:
+        ldap["group_schema"] = implied["group_schema"]
+    elif ldap["group_schema"] != implied["group_schema"]:
+        chk.error("ldap.group_schema", "%s does not fit ldap.schema %s, whose groups are %s"
+                  % (_show(ldap["group_schema"]), schema, implied["group_schema"]),
+                  "leave group_schema out (it follows from schema), or set schema to %s"
+                  % {"posixGroup": "rfc2307", "groupOfNames": "rfc2307bis", "group": "ad"}.get(
+                      ldap["group_schema"], "the directory's schema"))
+    if ldap["login_attribute"] is None:
+        ldap["login_attribute"] = implied["login_attributes"][0]
+    elif ldap["login_attribute"] not in implied["login_attributes"]:
+        chk.error("ldap.login_attribute", "%s is not a login name in a %s directory"
+                  % (_show(ldap["login_attribute"]), schema),
+                  "use %s, or leave it out" % " or ".join(implied["login_attributes"]))
+    chk.whole("ldap.cache_seconds", ldap["cache_seconds"], MIN_CACHE_SECONDS, MAX_CACHE_SECONDS,
+              "give the most seconds a leaver may keep access, e.g. 300")
+    if schema == "ad" and ldap["uri"] is not None:
+        if isinstance(ldap["uri"], str) and ldap["uri"].startswith("ldap://") and ldap["start_tls"] is False:
+            chk.error("ldap.start_tls", "is false with an ldap:// URI, but Active Directory refuses simple "
+                      "binds without TLS", "use an ldaps:// URI (port 636) or set start_tls: true")
+        if not ldap["bind_dn"]:
+            chk.error("ldap.bind_dn", "is empty, but Active Directory answers no anonymous searches",
+                      "give the DN of a read-only service account, e.g. "
+                      "CN=daskhpc-reader,CN=Users,DC=ad,DC=example,DC=org")
 
 
 # A pip requirement as the site environment takes it: a name, optional extras, an optional version specifier.
@@ -1136,7 +1184,10 @@ class Ldap:
     user_base: str | None
     group_base: str | None
     bind_dn: str | None
+    schema: str
     group_schema: str
+    login_attribute: str
+    cache_seconds: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1688,3 +1739,14 @@ def _job_limits(model, partition):
         return {}
     return {"max-cores-per-job": max(g["cpus"] for g in groups),
             "max-memory-per-job": "%dMiB" % max(g["memory_mb"] for g in groups)}
+
+
+def leaver_caches(model):
+    """How ldap.cache_seconds is split between the caches a leaver's membership passes through.
+
+    sssd keeps an entry up to entry_cache_timeout, its fast in-memory cache may serve it a further
+    memcache_timeout, and slurmctld re-reads AllowGroups members every GroupUpdateTime: each gets a
+    third, so the three together stay within the bound.
+    """
+    third = int(model["ldap"]["cache_seconds"]) // 3
+    return {"entry_cache_timeout": third, "memcache_timeout": third, "group_update_time": third}

@@ -33,7 +33,8 @@ def current_users(sacct, account, cluster=None):
     return {r["User"]: r for r in rows if r.get("User") and r.get("Account") == account}
 
 
-def directory_members(conn, by_group, user_base=None, *, min_uid=account_names.MIN_UID, pattern=None):
+def directory_members(conn, by_group, user_base=None, *, min_uid=account_names.MIN_UID, pattern=None,
+                      schema="rfc2307"):
     """``(members, unknown, refused)`` from ``{group: [uid, ...]}`` as the directory gave them.
 
     *members*: sorted names that may hold an association. A name that is not a portable account
@@ -46,7 +47,7 @@ def directory_members(conn, by_group, user_base=None, *, min_uid=account_names.M
     members, refused = account_names.split(names, min_uid=min_uid, pattern=pattern)
     unknown = []
     if user_base:
-        known = find_users(conn, user_base, members, attributes=("uid", "uidNumber"))
+        known = find_users(conn, user_base, members, attributes=("uidNumber",), schema=schema)
         unknown = [u for u in members if u not in known]
         uids = {u: first(known[u], "uidNumber") for u in members if u in known}
         members, more = account_names.split([u for u in members if u in known], uids, min_uid=min_uid,

@@ -58,7 +58,7 @@ EXAMPLES = r"""
     object_class: [organizationalRole, simpleSecurityObject]
     attributes:
       cn: reader
-      description: read-only bind for nslcd
+      description: read-only bind for sssd
     password: "{{ daskhpc_ldap_reader_password }}"
 """
 

@@ -36,11 +36,16 @@ options:
     type: list
     elements: str
     default: []
-  group_schema:
-    description: Group object class.
+  schema:
+    description:
+      - Directory schema (site model C(ldap.schema)); nested groups are followed for V(rfc2307bis) and V(ad).
+      - Without it, O(group_schema) decides.
     type: str
-    choices: [posixGroup, groupOfNames]
-    default: posixGroup
+    choices: [ad, rfc2307, rfc2307bis]
+  group_schema:
+    description: Group object class (older form of O(schema)).
+    type: str
+    choices: [posixGroup, groupOfNames, group]
   user_base:
     description: DN under which users live. Required with O(users).
     type: str
@@ -59,7 +64,7 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Check the directory before touching nslcd.conf
+- name: Check the directory before touching sssd.conf
   onprem.daskhpc.ldap_info:
     server_uri: "{{ daskhpc_site.ldap.uri }}"
     bind_dn: "{{ daskhpc_site.ldap.bind_dn }}"
@@ -107,7 +112,8 @@ def main():
         base=dict(type="str"),
         group_base=dict(type="str"),
         groups=dict(type="list", elements="str", default=[]),
-        group_schema=dict(type="str", choices=list(ldapu.GROUP_SCHEMAS), default="posixGroup"),
+        schema=dict(type="str", choices=sorted(ldapu.SCHEMAS)),
+        group_schema=dict(type="str", choices=list(ldapu.GROUP_SCHEMAS)),
         user_base=dict(type="str"),
         users=dict(type="list", elements="str", default=[]),
         missing_groups=dict(type="str", choices=["error", "ignore"], default="error"),
@@ -120,13 +126,14 @@ def main():
         if p[option] and not p[base]:
             module.fail_json(msg="%s needs %s. Fix: give %s (daskhpc_site.ldap.%s)" % (option, base, base, base))
     try:
+        schema = ldapu.schema_settings(p["schema"], p["group_schema"])["schema"]
         conn = ldapu.connect_params(p)
         if p["base"] and ldapu.read_entry(conn, p["base"], ["objectClass"]) is None:
             raise ldapu.LdapError("base DN %s does not exist in the directory at %s (or the bind DN may not "
                                   "read it). Fix: check ldap.base_dn in the site model" % (p["base"], p["server_uri"]))
-        groups = ldapu.resolve_groups(conn, p["group_base"], p["groups"], p["group_schema"],
+        groups = ldapu.resolve_groups(conn, p["group_base"], p["groups"], schema,
                                       p["missing_groups"]) if p["groups"] else {}
-        users = ldapu.find_users(conn, p["user_base"], p["users"], USER_ATTRIBUTES) if p["users"] else {}
+        users = ldapu.find_users(conn, p["user_base"], p["users"], USER_ATTRIBUTES, schema) if p["users"] else {}
         who = ldapu.whoami(conn)
     except ldapu.LdapError as exc:
         module.fail_json(msg=str(exc))

@@ -42,11 +42,18 @@ options:
     description: DN under which groups live.
     type: str
     required: true
-  group_schema:
-    description: Group object class.
+  schema:
+    description:
+      - The directory's schema (site model C(ldap.schema)). V(rfc2307) - posixGroup with memberUid, no nesting;
+        V(rfc2307bis) - groupOfNames with member DNs, nested groups followed; V(ad) - Active Directory groups,
+        nested groups followed, users' login name is C(sAMAccountName).
+      - Without it, O(group_schema) decides (posixGroup - rfc2307, groupOfNames - rfc2307bis).
     type: str
-    choices: [posixGroup, groupOfNames]
-    default: posixGroup
+    choices: [ad, rfc2307, rfc2307bis]
+  group_schema:
+    description: Group object class (older form of O(schema)); must fit O(schema) when both are given.
+    type: str
+    choices: [posixGroup, groupOfNames, group]
   user_base:
     description:
       - DN under which users live. When given, only members whose user entry exists gain an
@@ -145,6 +152,11 @@ groups:
   returned: always
   type: dict
   sample: {datasci: [alice, bob]}
+via:
+  description: For each group, through which chain of groups each accepted member is in it (outermost first).
+  returned: always
+  type: dict
+  sample: {datasci: {alice: [datasci], bob: [datasci, ml-team]}}
 unknown_members:
   description: Group members without a user entry under O(user_base); they get no association.
   returned: always
@@ -177,7 +189,8 @@ def main():
     argument_spec.update(
         groups=dict(type="list", elements="str", required=True),
         group_base=dict(type="str", required=True),
-        group_schema=dict(type="str", choices=list(ldapu.GROUP_SCHEMAS), default="posixGroup"),
+        schema=dict(type="str", choices=sorted(ldapu.SCHEMAS)),
+        group_schema=dict(type="str", choices=list(ldapu.GROUP_SCHEMAS)),
         user_base=dict(type="str"),
         account=dict(type="str", required=True),
         cluster=dict(type="str"),
@@ -201,10 +214,12 @@ def main():
                              "expression" % exc)
     sacct = Sacctmgr(run=timed_runner(p["command_timeout"]), binary=p["sacctmgr"])
     try:
+        schema = ldapu.schema_settings(p["schema"], p["group_schema"])["schema"]
         conn = ldapu.connect_params(p)
-        by_group = ldapu.resolve_groups(conn, p["group_base"], p["groups"], p["group_schema"], p["missing_groups"])
+        via = ldapu.effective_members(conn, p["group_base"], p["groups"], schema, p["missing_groups"])
+        by_group = {g: sorted(found) for g, found in via.items()}
         members, unknown, refused = sync.directory_members(conn, by_group, p["user_base"], min_uid=p["min_uid"],
-                                                           pattern=pattern)
+                                                           pattern=pattern, schema=schema)
         conn.unbind()
         for item in refused:
             module.warn("directory member %r refused: %s" % (item["name"], item["reason"]))
@@ -229,6 +244,7 @@ def main():
         default_set=changes["set_default"],
         members=members, unknown_members=unknown, refused=refused,
         groups={g: [u for u in uids if u in members] for g, uids in by_group.items()},
+        via={g: {u: chain for u, chain in found.items() if u in members} for g, found in via.items()},
         diff={"before": {"account": p["account"], "users": before},
               "after": {"account": p["account"], "users": after}},
     )

@@ -1,4 +1,4 @@
-"""Helpers shared by the identity and access tests (real slapd on svc, real nslcd on every host, real Slurm).
+"""Helpers shared by the identity and access tests (real slapd on svc, Samba AD DC on ad, sssd on every host, Slurm).
 
 Directory writes run where the ldap_server role runs them (the inventory's ldap_server host),
 directory reads where a client reads it (the login host), both through the collection's modules.
@@ -6,6 +6,7 @@ directory reads where a client reads it (the login host), both through the colle
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import adhoc, inventory_group, run_playbook, sh
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = REPO / "inventories" / "lab" / "group_vars" / "all" / "lab_secrets.yml"
 SITE = REPO / "inventories" / "lab" / "group_vars" / "all" / "site.yml"
+AD_LDAP = REPO / "lab" / "ad_ldap.yml"  # the site model's ldap section for the lab's Active Directory
 
 CA_FILE = "/etc/daskhpc/tls/ca.pem"  # the site CA bundle on every host, deployed by playbooks/pki.yml
 DIRECTORY_HOSTS = "ldap_server"      # inventory group of the directory server (svc)
@@ -108,3 +110,24 @@ def wait_for_directory(lab_hosts, seconds=60):
         if time.monotonic() > deadline:
             raise AssertionError("the directory did not come back within %ss: %s" % (seconds, result.get("msg")))
         time.sleep(1)
+
+
+def ad_site_vars(tmp_path):
+    """An extra-vars file (`-e @file`): the lab's site model with its directory switched to the AD DC."""
+    with open(SITE) as fh:
+        site = yaml.safe_load(fh)["daskhpc_site"]
+    with open(AD_LDAP) as fh:
+        site["ldap"] = yaml.safe_load(fh)
+    path = tmp_path / "ad-site.json"
+    path.write_text(json.dumps({"daskhpc_site": site}))
+    return path
+
+
+def ad_ldap():
+    with open(AD_LDAP) as fh:
+        return yaml.safe_load(fh)
+
+
+def samba_tool(*argv):
+    """samba-tool on the AD DC, on its local database (as the samba_ad_dc role runs it)."""
+    return sh("samba-tool", *argv, "-H", "/var/lib/samba/private/sam.ldb", host=inventory_group("ad_server")[0])

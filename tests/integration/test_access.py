@@ -8,7 +8,7 @@ on the login host, logged in over SSH as themselves; root reads the scheduler on
 from __future__ import annotations
 
 import pytest
-from conftest import sh
+from conftest import sh, wait_until
 from ldap_helpers import admin_connection, ldap_settings, play, write_play
 
 pytestmark = pytest.mark.lab
@@ -87,8 +87,6 @@ def test_carol_can_use_prod_but_not_burst(access):
 def test_removing_bob_from_datasci_removes_burst_access_and_adding_back_restores(access, tmp_path):
     try:
         set_membership(tmp_path, "remove", ["bob"])
-        for host in ("ctl", "login"):  # slurmctld's view and the user's: nslcd keeps no cache
-            assert "datasci" not in sh("id", "bob", host=host).stdout, host
         checked = play("access.yml", "--check", "--diff")
         assert checked.rc == 0 and checked.changed > 0, checked.output[-4000:]
         assert "-    - bob" in checked.output
@@ -96,6 +94,8 @@ def test_removing_bob_from_datasci_removes_burst_access_and_adding_back_restores
         sync = play("access.yml")
         assert sync.rc == 0, sync.output[-4000:]
         assert "RUNNING HANDLER [Make slurmctld re-read AllowGroups" in sync.output
+        # access.yml expired sssd's cache on the controller: slurmctld's view changed now.
+        assert "datasci" not in sh("id", "bob", host="ctl").stdout
         assert "bob" not in associations("burst")
         refused, _qos = submit("bob", "burst", "burst")
         assert refused.returncode != 0
@@ -108,3 +108,25 @@ def test_removing_bob_from_datasci_removes_burst_access_and_adding_back_restores
     result, qos = submit("bob", "burst", "burst")
     assert result.returncode == 0, result.stderr
     assert qos == "burst"
+
+
+def test_a_leaver_loses_burst_access_within_the_bound_with_no_run(access, tmp_path, lab_site):
+    """Removed from datasci and nothing run afterwards: sssd's caches and GroupUpdateTime alone end bob's
+    burst access within ldap.cache_seconds (his association is still there: AllowGroups refuses him)."""
+    bound = lab_site["ldap"]["cache_seconds"]
+    assert "datasci" in sh("id", "bob", host="login").stdout  # cached on the login host
+    try:
+        set_membership(tmp_path, "remove", ["bob"])
+
+        def gone():
+            return ("datasci" not in sh("id", "bob", host="login").stdout
+                    and "datasci" not in sh("id", "bob", host="ctl").stdout
+                    and submit("bob", "burst", "burst")[0].returncode != 0)
+
+        # The bound plus one scheduling pass of slack for the submission itself.
+        assert wait_until(gone, bound + 15, step=5), "bob kept burst access beyond %ss" % bound
+        assert "bob" in associations("burst")  # refused by AllowGroups alone
+    finally:
+        set_membership(tmp_path, "append", ["bob"])
+        restored = play("access.yml")
+    assert restored.rc == 0, restored.output[-4000:]

@@ -1,4 +1,4 @@
-"""Identity on the lab: real slapd on svc, real nslcd on every host, brought up through playbooks/identity.yml.
+"""Identity on the lab: real slapd on svc, real sssd on every host, brought up through playbooks/identity.yml.
 
 Names are resolved on the hosts (getent, id over SSH), the directory is read from a client host
 through onprem.daskhpc.ldap_info (pytest-ansible), written where the ldap_server role writes it.
@@ -6,14 +6,16 @@ through onprem.daskhpc.ldap_info (pytest-ansible), written where the ldap_server
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from conftest import HOSTS, adhoc, read_file, sh
+from conftest import HOSTS, adhoc, read_file, sh, slurm_config
 from ldap_helpers import (CLIENT_HOST, admin_connection, ca_file, directory_read, find_users, ldap_settings, play,
                           reader_connection, resolve_groups, slapd, wait_for_directory, write_play)
 
 pytestmark = pytest.mark.lab
 
-CLIENT_FILES = ["/etc/nslcd.conf", "/etc/nsswitch.conf"]
+CLIENT_FILES = ["/etc/sssd/sssd.conf", "/etc/nsswitch.conf"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def identity(lab):
 
 
 def client_file_checksums(lab_hosts):
-    """{(host, path): sha256} of nslcd.conf and nsswitch.conf on every host."""
+    """{(host, path): sha256} of sssd.conf and nsswitch.conf on every host."""
     sums = {}
     for path in CLIENT_FILES:
         for host, result in adhoc(lab_hosts, "all", "stat", path=path, checksum_algorithm="sha256").items():
@@ -44,11 +46,11 @@ def test_identity_second_converge_changes_nothing(identity):
 def test_getent_passwd_shows_ldap_user(identity, host):
     out = sh("getent", "passwd", "alice", host=host, check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "alice:x:10001:100:Alice Lab:/home/alice:/bin/bash"
+    assert out.stdout.strip() == "alice:*:10001:100:Alice Lab:/home/alice:/bin/bash"
     assert b"alice" not in read_file(host, "/etc/passwd")  # it comes from the directory, not local files
 
 
-@pytest.mark.parametrize("host", ["login", "ctl"])  # where users work, where slurmctld checks AllowGroups
+@pytest.mark.parametrize("host", ["login", "ctl", "cn1"])  # where users work, slurmctld checks AllowGroups, jobs run
 def test_id_shows_ldap_groups(identity, host):
     assert "20001(datasci)" in sh("id", "alice", host=host).stdout
     assert "20001(datasci)" in sh("id", "bob", host=host).stdout
@@ -64,7 +66,7 @@ def test_filter_injection_matches_nothing(identity, lab_hosts):
     refused = directory_read(lab_hosts, allow_failure=True, group_base=ldap_settings()["group_base"],
                              groups=["*)(cn=*"])
     assert refused.get("failed") and "not found" in refused["msg"], refused
-    # Through nslcd too: the name service escapes it and finds no one.
+    # Through sssd too: the name service escapes it and finds no one.
     assert sh("getent", "passwd", "*)(uid=*", host=CLIENT_HOST, check=False).returncode == 2
     assert sh("getent", "group", "*)(cn=*", host=CLIENT_HOST, check=False).returncode == 2
 
@@ -137,7 +139,7 @@ def test_ldap_user_and_group_check_diff_and_idempotence(identity, tmp_path, lab_
 
 def test_bind_refused_leaves_client_config_untouched(identity, lab_hosts):
     before = client_file_checksums(lab_hosts)
-    run = play("identity.yml", "--tags", "ldap_client", extra_vars={"ldap_client_bind_password": "wrong-password"})
+    run = play("identity.yml", "--tags", "sssd", extra_vars={"sssd_bind_password": "wrong-password"})
     assert run.rc != 0
     assert "bind refused for cn=reader" in run.output and "invalid credentials" in run.output
     assert client_file_checksums(lab_hosts) == before
@@ -148,7 +150,7 @@ def test_slapd_stopped_fails_clearly_and_leaves_client_config_untouched(identity
     stopped = slapd("stop")
     assert stopped.returncode == 0, stopped.stderr
     try:
-        run = play("identity.yml", "--tags", "ldap_client")
+        run = play("identity.yml", "--tags", "sssd")
     finally:
         started = slapd("start")
         wait_for_directory(lab_hosts)
@@ -159,3 +161,16 @@ def test_slapd_stopped_fails_clearly_and_leaves_client_config_untouched(identity
     assert client_file_checksums(lab_hosts) == before
     for host in ("login", "ctl"):  # and the nodes still resolve users
         assert sh("getent", "passwd", "alice", host=host, check=False).returncode == 0, host
+
+
+def test_sssd_caches_stay_within_the_leaver_bound(identity, lab_site):
+    """sssd's two caches on every host plus slurmctld's GroupUpdateTime add up to at most ldap.cache_seconds."""
+    bound = lab_site["ldap"]["cache_seconds"]
+    group_update = int(slurm_config("GroupUpdateTime").split()[0])
+    for host in sorted(HOSTS):
+        conf = read_file(host, "/etc/sssd/sssd.conf").decode()
+        entry = int(re.search(r"^entry_cache_timeout = (\d+)$", conf, re.MULTILINE).group(1))
+        memcache = int(re.search(r"^memcache_timeout = (\d+)$", conf, re.MULTILINE).group(1))
+        assert 0 < entry + memcache + group_update <= bound, host
+        assert re.search(r"^ldap_tls_reqcert = demand$", conf, re.MULTILINE), host
+    assert sh("systemctl", "is-active", "nslcd", host="login", check=False).stdout.strip() != "active"

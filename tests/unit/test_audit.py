@@ -469,3 +469,14 @@ def test_probe_never_follows_a_users_path(tmp_path, pems):
     assert "pem" not in found["mallory"] and "not read" in found["mallory"]["error"]
     assert "pem" not in found["eve"] and "not a regular file" in found["eve"]["error"]
     assert "pem" not in found["trudy"] and "owned by uid 0" in found["trudy"]["error"]
+
+
+def test_access_review_says_through_which_nested_group(pems):
+    """From LDAP the directory side carries the chain of groups (daskhpc/audit/directory.py, effective_members)."""
+    directory = {"source": "ldap", "groups": {"datasci": ["alice", "bob"], "research": ["carol"]},
+                 "via": {"datasci": {"alice": ["datasci"], "bob": ["datasci", "ml-team"]}},
+                 "users": {"alice": True, "bob": True, "carol": True}}
+    burst = {a["user"]: a for a in collect(lab_inputs(pems, directory=directory))["access"]
+             if a["partition"] == "burst"}
+    assert burst["alice"]["groups"] == ["datasci"]
+    assert burst["bob"]["groups"] == ["datasci via ml-team"]

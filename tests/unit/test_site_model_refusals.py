@@ -294,6 +294,20 @@ BAD = [
     ("ldap-bind-dn-unescaped-comma", S("ldap.bind_dn", "cn=a,b,dc=lab,dc=daskhpc"), "ldap.bind_dn"),
     ("ldap-start-tls-string", S("ldap.start_tls", "yes"), "ldap.start_tls"),
     ("ldap-group-schema-unknown", S("ldap.group_schema", "memberOf"), "ldap.group_schema"),
+    ("ldap-schema-unknown", S("ldap.schema", "openldap"), "ldap.schema"),
+    ("ldap-schema-int", S("ldap.schema", 2307), "ldap.schema"),
+    # memberUid cannot name groups: groupOfNames needs rfc2307bis, and AD's groups are neither.
+    ("ldap-rfc2307-with-group-of-names", S("ldap.group_schema", "groupOfNames"), "ldap.group_schema"),
+    ("ldap-ad-with-posix-group", M(S("ldap.schema", "ad"), S("ldap.group_schema", "posixGroup")),
+     "ldap.group_schema"),
+    ("ldap-samaccountname-outside-ad", S("ldap.login_attribute", "sAMAccountName"), "ldap.login_attribute"),
+    ("ldap-login-attribute-cn", M(S("ldap.schema", "ad"), S("ldap.login_attribute", "cn")), "ldap.login_attribute"),
+    ("ldap-ad-without-tls", M(S("ldap.schema", "ad"), S("ldap.start_tls", False)), "ldap.start_tls"),
+    ("ldap-ad-anonymous", M(S("ldap.schema", "ad"), S("ldap.bind_dn", "")), "ldap.bind_dn"),
+    ("ldap-cache-seconds-too-short", S("ldap.cache_seconds", 5), "ldap.cache_seconds"),
+    ("ldap-cache-seconds-a-week", S("ldap.cache_seconds", 7 * 86400), "ldap.cache_seconds"),
+    ("ldap-cache-seconds-bool", S("ldap.cache_seconds", True), "ldap.cache_seconds"),
+    ("ldap-cache-seconds-string", S("ldap.cache_seconds", "300"), "ldap.cache_seconds"),
     ("ldap-scalar", S("ldap", 5), "ldap"),
     # --- ca ----------------------------------------------------------------------------------------
     ("ca-name-newline", S("ca.name", "lab CA\nCN=evil"), "ca.name"),
@@ -465,7 +479,13 @@ GOOD = [
     ("ldaps-ipv6", S("ldap.uri", "ldaps://[::1]:636")),
     ("ldap-dn-escapes", S("ldap.bind_dn", r"cn=Reader\, Lab+uid=r1,ou=service\20accounts,dc=lab,dc=daskhpc")),
     ("ldap-plain-without-starttls", S("ldap.start_tls", False)),
-    ("group-of-names", S("ldap.group_schema", "groupOfNames")),
+    ("group-of-names", M(S("ldap.schema", "rfc2307bis"), S("ldap.group_schema", "groupOfNames"))),
+    ("rfc2307bis", S("ldap.schema", "rfc2307bis")),
+    ("ad", M(S("ldap.schema", "ad"), S("ldap.uri", "ldaps://ad.lab.daskhpc"))),
+    ("ad-starttls-uid-login", M(S("ldap.schema", "ad"), S("ldap.login_attribute", "uid"))),
+    ("ad-group-schema-named", M(S("ldap.schema", "ad"), S("ldap.group_schema", "group"))),
+    ("cache-seconds-shortest", S("ldap.cache_seconds", 30)),
+    ("cache-seconds-a-day", S("ldap.cache_seconds", 86400)),
     ("accounting-ip", S("accounting.host", "10.0.0.5")),
     ("accounting-defaults", D("accounting")),
     ("ca-defaults", D("ca")),
@@ -499,6 +519,24 @@ def test_validated_output_is_unchanged_for_the_lab():
     assert model["accounting"] == {"host": "localhost", "port": 6819, "database": "slurm_acct_db"}
     assert model["ca"]["name"] == "daskhpc lab CA"
     assert sm.emulated_nodes(model)[-1] == {"name": "n6", "port": 17006}
+    # The directory's schema and what follows from it.
+    assert (model["ldap"]["schema"], model["ldap"]["group_schema"], model["ldap"]["login_attribute"]) == (
+        "rfc2307", "posixGroup", "uid")
+
+
+def test_ad_implies_its_group_class_and_login_name():
+    site = lab()
+    site["ldap"]["schema"] = "ad"
+    model = sm.validate(site)
+    assert (model["ldap"]["group_schema"], model["ldap"]["login_attribute"]) == ("group", "sAMAccountName")
+
+
+def test_the_leaver_bound_is_split_so_the_caches_together_stay_within_it():
+    site = lab()
+    site["ldap"]["cache_seconds"] = 301
+    caches = sm.leaver_caches(sm.validate(site))
+    assert sum(caches.values()) <= 301
+    assert min(caches.values()) >= 10
 
 
 # --- never an exception, whatever the types ----------------------------------------------------
