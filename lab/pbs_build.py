@@ -61,9 +61,16 @@ def build(image, tarball):
 
 
 def install(image):
-    """/opt/pbs into the image; PBS_HOME and /etc/pbs.conf are the pbs_daemons role's job per host."""
+    """What OpenPBS's package installs: /opt/pbs, the pbs unit, the profile script, setuid pbs_iff and
+    pbs_rcp (openpbs.spec: 4755; pbs_iff proves a user's identity to the server). PBS_HOME and
+    /etc/pbs.conf are the pbs_daemons role's job, per host."""
     subprocess.run(["rm", "-rf", str(image / "opt" / "pbs")], check=True)
     subprocess.run(["cp", "-a", str(BUILD / "opt" / "pbs"), str(image / "opt" / "pbs")], check=True)
+    unit = "usr/lib/systemd/system/pbs.service"
+    subprocess.run(["cp", str(BUILD / unit), str(image / unit)], check=True)
+    subprocess.run(["cp", str(BUILD / "opt/pbs/etc/pbs.sh"), str(image / "etc/profile.d/pbs.sh")], check=True)
+    for tool in ("pbs_iff", "pbs_rcp"):
+        os.chmod(image / "opt" / "pbs" / "sbin" / tool, 0o4755)
 
 
 def main(argv):
