@@ -179,4 +179,4 @@ def test_example_pbs_inventory_passes_syntax_check_and_validation():
 
     validated = site_model.validate(model)
     assert validated["scheduler"] == "pbs"
-    assert [q["name"] for q in pbs.pbs_queues(validated)] == ["prod", "bigmem", "burst"]
+    assert [q["name"] for q in pbs.pbs_queues(validated)] == ["burst", "prod", "bigmem"]
