@@ -194,6 +194,9 @@ def lab():
     lock = LabLock().acquire()
     try:
         harness("up")
+        if os.environ.get("DASKHPC_LAB_CONVERGED"):  # the caller converged it in this lock hold
+            yield None
+            return
         run = run_playbook("lab.yml")
         assert run.rc == 0 and run.failed == 0, "lab converge failed:\n" + run.output[-6000:]
         yield run
