@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import pbs_helpers
 from pbs_helpers import QMGR, QSTAT, job, qsub, wait_for
 
 from conftest import run_playbook, sh
 
 pytestmark = pytest.mark.lab
+jobs = pbs_helpers.jobs  # the fixture (helpers are not a conftest: tests/conftest.py is the one)
 
 
 def test_server_runs_on_its_data_service(lab):

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import yaml
+import pbs_helpers
 from pbs_helpers import job, qsub, wait_for
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,7 @@ from conftest import LAB_INVENTORY, REPO, inventory_group, sh
 from daskhpc.exporter import build_registry
 
 pytestmark = pytest.mark.lab
+jobs = pbs_helpers.jobs  # the fixture (helpers are not a conftest: tests/conftest.py is the one)
 
 with open(LAB_INVENTORY / "group_vars" / "all" / "site.yml") as _fh:
     _PORT = yaml.safe_load(_fh)["daskhpc_site"]["metrics"]["exporter_port"]

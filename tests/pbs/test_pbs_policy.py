@@ -8,11 +8,13 @@ alice may run 4 burst cores at once, the whole burst queue 8.
 from __future__ import annotations
 
 import pytest
+import pbs_helpers
 from pbs_helpers import QSUB, job, qsub, wait_for
 
 from conftest import sh
 
 pytestmark = pytest.mark.lab
+jobs = pbs_helpers.jobs  # the fixture (helpers are not a conftest: tests/conftest.py is the one)
 
 
 def state(job_id):
