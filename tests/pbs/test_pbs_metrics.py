@@ -46,7 +46,9 @@ def slurm_metric_names(tmp_path):
         script.chmod(0o755)
     config = {"scheduler": "slurm", "burst_partitions": ["burst"], "production_partitions": ["prod"],
               "burst_max_share_ratio": 0.5, "burst_max_cores": 8, "min_interval_seconds": 10,
-              "slow_interval_seconds": 60, "slurm_bin_dir": str(tmp_path)}
+              "slow_interval_seconds": 60, "slurm_bin_dir": str(tmp_path),
+              "ledger_path": str(tmp_path / "ledger.jsonl")}  # the lab's exporter reads the CA's ledger too
+    (tmp_path / "ledger.jsonl").write_text("")
     names = set(families(generate_latest(build_registry(config)).decode()))
     return {name for name in names if not name.startswith("daskhpc_slurm_")}  # sdiag's: SLURM's own
 
