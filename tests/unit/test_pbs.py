@@ -369,3 +369,15 @@ def test_filter_refuses_a_slurm_site():
         FilterModule().filters()["pbs_queues"](lab)
     site = yaml.safe_load((REPO / "inventories/example-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
     assert [q["name"] for q in FilterModule().filters()["pbs_queues"](site)] == ["burst", "prod", "bigmem"]
+
+
+def test_pbs_lab_model_gives_its_moms_and_queues():
+    """inventories/lab-pbs: the nodes pbs_daemons registers, and a per-user cap below the burst share."""
+    from ansible_collections.onprem.daskhpc.plugins.filter.pbs import FilterModule
+
+    site = yaml.safe_load((REPO / "inventories/lab-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
+    filters = FilterModule().filters()
+    assert filters["pbs_nodes"](site) == [{"name": "pcn1", "ncpus": 8, "mem": "8000mb"},
+                                          {"name": "pcn2", "ncpus": 8, "mem": "8000mb"}]
+    burst = next(q for q in filters["pbs_queues"](site) if q["name"] == "burst")["attributes"]
+    assert burst["max_run_res.ncpus"] == ["[o:PBS_ALL=8]", "[u:PBS_GENERIC=4]"]
