@@ -6,13 +6,21 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/.collections
 INVENTORY ?= inventories/lab
+# SCHEDULER=pbs: the PBS lab (inventories/lab-pbs, OpenPBS built from PBS_SOURCE) on the same bridge.
+SCHEDULER ?= slurm
+ifeq ($(SCHEDULER),pbs)
+INVENTORY := inventories/lab-pbs
+export DASKHPC_LAB_INVENTORY := inventories/lab-pbs
+endif
+PBS_SOURCE ?= $(lastword $(sort $(wildcard ../shared/vendor/openpbs-*.tar.gz)))
+export DASKHPC_PBS_SOURCE := $(abspath $(PBS_SOURCE))
 COLLECTION_LINK := .collections/ansible_collections/onprem/daskhpc
 # One lab per machine: every target that touches it holds this lock, unless the caller already
 # holds it for a whole run (.ci/run sets DASKHPC_LAB_LOCKED).
 LAB_LOCK := /tmp/daskhpc-lab.lock
 WITH_LAB := $(if $(DASKHPC_LAB_LOCKED),,flock $(LAB_LOCK))
 
-.PHONY: lab lab-up lab-down lab-destroy test test-fast test-lab venv lint sanity unit converge build bench audit
+.PHONY: lab lab-up lab-down lab-destroy test test-fast test-lab test-pbs venv lint sanity unit converge build bench audit
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -83,8 +91,14 @@ test-fast: venv lint sanity
 test-lab: venv lab-up
 	pytest -q -p no:cacheprovider tests/integration; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
-# Every test: the fast tier, then the lab tier.
-test: test-fast test-lab
+# The PBS tier (tests/pbs): the PBS lab, when the OpenPBS source is present.
+test-pbs: venv
+	@if [ -z "$(PBS_SOURCE)" ]; then echo "test-pbs: no OpenPBS source (PBS_SOURCE); skipped"; else \
+	  $(MAKE) lab-up SCHEDULER=pbs && DASKHPC_LAB_INVENTORY=inventories/lab-pbs \
+	  pytest -q -p no:cacheprovider tests/pbs; fi
+
+# Every test: the fast tier, then the lab tier, then the PBS tier (when the OpenPBS source is present).
+test: test-fast test-lab test-pbs
 
 build: venv
 	ansible-galaxy collection build --force --output-path build/

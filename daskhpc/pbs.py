@@ -256,7 +256,8 @@ def reason_label(job):
     text = pending_reason(job.comment)
     if not text:
         return "None"
-    if text.startswith("Insufficient amount of resource"):
+    # The second is what OpenPBS 23.06.06 prints when a job's chunks fit on no node right now.
+    if text.startswith(("Insufficient amount of resource", "Not enough free nodes available")):
         return "Resources"
     if re.search(r"User has reached (queue|server) .*running job limit", text):
         return "QOSMaxJobsPerUserLimit"

@@ -11,6 +11,11 @@ one directory (LAB_DIR, default /var/lib/daskhpc-lab) plus the bridge; `destroy`
     nspawn_lab.py cut HOST | restore HOST    take a host's link down / up (fault tests)
     nspawn_lab.py stop HOST | start HOST     power one host off / on (fault tests)
 
+DASKHPC_LAB_INVENTORY picks another lab on the same bridge (inventories/lab-pbs: the PBS lab). Its
+`lab_nspawn.variant` keeps its image, hosts, shared home, known_hosts and /etc/hosts block apart
+from the SLURM lab's, so both labs can run at once; `lab_nspawn.build` bakes extra software (OpenPBS
+from source, lab/pbs_build.py) into the variant's image.
+
 Facts this relies on (../shared/REFERENCE.md): the machine's PID 1 is not systemd, so nspawn needs
 --register=no --keep-unit; hosts reach no outside network, so Debian's packages are baked into the
 image from the machine (the roles' own apt tasks then find them installed).
@@ -31,13 +36,18 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
+INVENTORY = REPO / os.environ.get("DASKHPC_LAB_INVENTORY", "inventories/lab") / "hosts.yml"
 PACKAGES = Path(__file__).with_name("packages.txt")
 LAB_DIR = Path(os.environ.get("DASKHPC_LAB_DIR", "/var/lib/daskhpc-lab"))
-IMAGE = LAB_DIR / "image"
-HOSTS_DIR = LAB_DIR / "hosts"
-HOME_DIR = LAB_DIR / "home"          # the lab's shared /home (real sites: NFS)
+with open(INVENTORY, encoding="utf-8") as _fh:
+    # A variant lab (e.g. "pbs") suffixes everything it owns, so it never touches the SLURM lab's.
+    _VARIANT = yaml.safe_load(_fh)["all"]["vars"]["lab_nspawn"].get("variant", "")
+SUFFIX = "-" + _VARIANT if _VARIANT else ""
+IMAGE = LAB_DIR / ("image" + SUFFIX)
+HOSTS_DIR = LAB_DIR / ("hosts" + SUFFIX)
+HOME_DIR = LAB_DIR / ("home" + SUFFIX)   # the lab's shared /home (real sites: NFS)
 SSH_DIR = LAB_DIR / "ssh"
+KNOWN_HOSTS = SSH_DIR / ("known_hosts" + SUFFIX)
 MIRROR = os.environ.get("DASKHPC_LAB_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 # What debootstrap puts in: enough to boot with systemd and be managed by Ansible over SSH.
@@ -74,9 +84,11 @@ def lab_hosts():
 
 def packages():
     names = []
-    for line in PACKAGES.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        names.extend(line.split())
+    extra = lab_hosts()[1].get("packages")  # a variant's own list, on top of the roles' packages
+    for path in [PACKAGES] + ([PACKAGES.with_name(extra)] if extra else []):
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            names.extend(line.split())
     return names
 
 
@@ -94,7 +106,7 @@ def build_image():
     if (IMAGE / "etc" / "daskhpc-lab-image").exists():
         return
     ensure_machine_tools()
-    staging = LAB_DIR / "image.new"
+    staging = LAB_DIR / (IMAGE.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     LAB_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     log("debootstrap %s into %s (about a minute)" % (SUITE, staging))
@@ -117,6 +129,9 @@ def build_image():
     run(*chroot, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages(), env=env,
         stdout=subprocess.DEVNULL)
     run(*chroot, "apt-get", "clean", env=env)
+    build = lab_hosts()[1].get("build")
+    if build:  # software a variant builds from source, in a separate stage (lab/<build>_build.py)
+        run(sys.executable, str(Path(__file__).with_name(build + "_build.py")), str(staging))
     policy.unlink()
     # A package's service runs only where a role enables it, as it would on a real site.
     baked_services = sorted(set(unit_files(staging)) - before)
@@ -230,7 +245,7 @@ def wait_for_ssh(hosts, timeout=120):
         raise SystemExit("lab: no SSH from %s after %ds; see %s/<host>/console.log"
                          % (", ".join(sorted(pending)), timeout, HOSTS_DIR))
     # Record each host's own key: Ansible checks host keys strictly against this file.
-    known = SSH_DIR / "known_hosts"
+    known = KNOWN_HOSTS
     lines = []
     running = {name: address for name, address in lab_hosts()[0].items() if pid_of(name)}
     for name, address in sorted(running.items()):
@@ -263,7 +278,7 @@ def retry_failed_boot_units(name, address):
     systemd-tmpfiles-setup, /run/mysqld and /run/slapd are never made and MariaDB or slapd fail
     later. A real host does not do this; the lab retries such units once, and says which.
     """
-    argv = ["ssh", "-i", str(SSH_DIR / "id_ed25519"), "-o", "UserKnownHostsFile=%s" % (SSH_DIR / "known_hosts"),
+    argv = ["ssh", "-i", str(SSH_DIR / "id_ed25519"), "-o", "UserKnownHostsFile=%s" % KNOWN_HOSTS,
             "-o", "BatchMode=yes", "root@" + address, RETRY_FAILED_UNITS]
     retried = run(*argv, capture_output=True, text=True, check=False).stdout.split()
     if retried:
@@ -271,7 +286,7 @@ def retry_failed_boot_units(name, address):
 
 
 HOSTS_FILE = Path("/etc/hosts")
-HOSTS_MARK = "# daskhpc-lab"
+HOSTS_MARK = "# daskhpc-lab" + SUFFIX
 
 
 def publish_names(hosts):
@@ -340,7 +355,13 @@ def down():
 
 def destroy():
     down()
-    _hosts, settings = lab_hosts()
+    _, settings = lab_hosts()
+    if SUFFIX:  # a variant removes only what it owns; the bridge, keys and SLURM lab stay
+        publish_names({})
+        for path in (IMAGE, HOSTS_DIR, HOME_DIR, KNOWN_HOSTS):
+            run("rm", "-rf", "--one-file-system", str(path))
+        log("removed the %s lab's image, hosts and home" % _VARIANT)
+        return
     run("ip", "link", "del", settings["bridge"], check=False, stderr=subprocess.DEVNULL)
     publish_names({})
     if LAB_DIR.exists():

@@ -32,10 +32,18 @@ def pbs_sched_attributes(model, preempt_order="RD", preempt_sort="min_time_since
     return _call(pbs.pbs_sched_attributes, model_of(model, scheduler="pbs"), preempt_order, preempt_sort)
 
 
+def pbs_nodes(model):
+    """[{name, ncpus, mem}] per compute node of the model, for registering moms on the server."""
+    model = model_of(model, scheduler="pbs")
+    return [{"name": name, "ncpus": group["cpus"], "mem": "%dmb" % group["memory_mb"]}
+            for group in model["node_groups"] for name in group["node_names"]]
+
+
 class FilterModule:
     def filters(self):
         return {
             "pbs_queues": pbs_queues,
             "pbs_server_attributes": pbs_server_attributes,
             "pbs_sched_attributes": pbs_sched_attributes,
+            "pbs_nodes": pbs_nodes,
         }

@@ -698,7 +698,9 @@ def _check_queue_name(name, errors):
 
 
 def pbs_queues(model):
-    """Queue attributes derived from a validated site model (``site_model.validate``), in model order.
+    """Queue attributes derived from a validated site model (``site_model.validate``): burst queues first,
+    then the rest in model order, because pbs_server refuses a ``preempt_targets`` naming a queue that
+    does not exist yet (qmgr: "Unknown queue", seen on OpenPBS 23.06.06).
 
     Production partition -> express queue (``Priority`` = preempt_queue_prio + priority_tier), whose
     jobs may preempt burst jobs only (``resources_default.preempt_targets = queue=<burst>``).
@@ -751,6 +753,7 @@ def pbs_queues(model):
         queues.append({"name": name, "attributes": attrs})
     if errors:
         raise PbsError("site model cannot be expressed in PBS:\n" + "\n".join("  - " + e for e in errors))
+    queues.sort(key=lambda queue: queue["name"] not in burst_names)  # stable: model order otherwise
     for queue in queues:  # the derivation must itself pass the attribute table
         validate_attributes("queue", queue["attributes"], name=queue["name"])
     return queues

@@ -327,7 +327,7 @@ def test_server_argument_is_passed_to_qmgr():
 
 def test_model_to_queues_semantics():
     queues = {q["name"]: q["attributes"] for q in pbs.pbs_queues(example_model())}
-    assert list(queues) == ["prod", "bigmem", "burst"]
+    assert list(queues) == ["burst", "prod", "bigmem"]  # burst first: production queues name it in preempt_targets
     for name in ("prod", "bigmem"):
         assert queues[name]["Priority"] >= pbs.PREEMPT_QUEUE_PRIO  # express queue: preempts normal jobs
         assert queues[name]["resources_default.preempt_targets"] == "queue=burst"  # ... but only burst jobs
@@ -368,4 +368,16 @@ def test_filter_refuses_a_slurm_site():
     with pytest.raises(AnsibleFilterError, match="not pbs"):
         FilterModule().filters()["pbs_queues"](lab)
     site = yaml.safe_load((REPO / "inventories/example-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
-    assert [q["name"] for q in FilterModule().filters()["pbs_queues"](site)] == ["prod", "bigmem", "burst"]
+    assert [q["name"] for q in FilterModule().filters()["pbs_queues"](site)] == ["burst", "prod", "bigmem"]
+
+
+def test_pbs_lab_model_gives_its_moms_and_queues():
+    """inventories/lab-pbs: the nodes pbs_daemons registers, and a per-user cap below the burst share."""
+    from ansible_collections.onprem.daskhpc.plugins.filter.pbs import FilterModule
+
+    site = yaml.safe_load((REPO / "inventories/lab-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
+    filters = FilterModule().filters()
+    assert filters["pbs_nodes"](site) == [{"name": "pcn1", "ncpus": 8, "mem": "8000mb"},
+                                          {"name": "pcn2", "ncpus": 8, "mem": "8000mb"}]
+    burst = next(q for q in filters["pbs_queues"](site) if q["name"] == "burst")["attributes"]
+    assert burst["max_run_res.ncpus"] == ["[o:PBS_ALL=8]", "[u:PBS_GENERIC=4]"]

@@ -314,3 +314,16 @@ def test_exporter_keeps_serving_when_pbs_is_down():
     registry = build_registry(EXPORTER_CONFIG, source=PbsSource(EXPORTER_CONFIG, runner=down))
     text = generate_latest(registry).decode()
     assert "daskhpc_up 0.0" in text
+
+
+@pytest.mark.parametrize(("comment", "reason"), [
+    # comments a live OpenPBS 23.06.06 scheduler wrote (docs/pbs.md, "Verified live")
+    ("Not Running: Not enough free nodes available", "Resources"),
+    ("Not Running: would exceed overall limit on resource ncpus in queue", "QOSGrpCpuLimit"),
+    ("Not Running: Queue burst per-user limit reached on resource ncpus", "QOSMaxCpuPerUserLimit"),
+    ("Not Running: Insufficient amount of resource: ncpus (R: 1 A: 0 T: 1024)", "Resources"),
+])
+def test_reason_labels_of_live_scheduler_comments(comment, reason):
+    from daskhpc.pbs import PbsJob, reason_label
+
+    assert reason_label(PbsJob("1.pbs", "dask-worker", "alice", "Q", "burst", comment=comment)) == reason

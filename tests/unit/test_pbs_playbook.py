@@ -129,7 +129,9 @@ def test_converge_applies_the_model_then_changes_nothing(site):
     assert changed == 5, output  # sched_config, sched, 3 queues, server (sched_config counts with its handler)
     sent = commands(site)
     assert sent[0] == "set sched preempt_order = RD"
-    assert "create queue burst" in sent and sent[-1] == "set server default_queue = prod"
+    assert "create queue burst" in sent and "set server default_queue = prod" in sent
+    # the role's site attributes (pbs_server_site_attributes), not derived from the model
+    assert "set server flatuid = True" in sent and "set server job_history_enable = True" in sent
     assert 'set queue burst max_run_res.ncpus = "[o:PBS_ALL=256],[u:PBS_GENERIC=64]"' in sent
     # the state the fake now prints equals the recorded converged state, queue by queue
     after = pbs.parse_print((site["state"] / "server.txt").read_text())
@@ -177,4 +179,4 @@ def test_example_pbs_inventory_passes_syntax_check_and_validation():
 
     validated = site_model.validate(model)
     assert validated["scheduler"] == "pbs"
-    assert [q["name"] for q in pbs.pbs_queues(validated)] == ["prod", "bigmem", "burst"]
+    assert [q["name"] for q in pbs.pbs_queues(validated)] == ["burst", "prod", "bigmem"]
