@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Production job start latency with the burst partition full versus empty, on the lab's real SLURM or PBS.
 
 Each round submits one production job that needs a whole node (n4 on `prod`), either onto an idle

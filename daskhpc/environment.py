@@ -148,9 +148,8 @@ def create(path, with_pip=True):
         raise WorkerEnvironmentError("%s exists already. Fix: choose another path, or remove it first" % path)
     argv = [sys.executable, "-m", "venv", path] + ([] if with_pip else ["--without-pip"])
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
-    purelib = subprocess.run([os.path.join(path, "bin", "python"), "-c",
-                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    argv = [os.path.join(path, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    purelib = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
     ours = [p for p in dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
                                       + site.getsitepackages()) if os.path.isdir(p)]
     with open(os.path.join(purelib, PTH_NAME), "w", encoding="utf-8") as handle:
@@ -178,7 +177,7 @@ def main(argv=None):
     except (WorkerEnvironmentError, subprocess.CalledProcessError) as exc:
         print("daskhpc venv: %s" % exc, file=sys.stderr)
         return 1
+    venv = os.path.dirname(os.path.dirname(python))
     print("created %s on the site's environment (%s).\n  install:  %s -m pip install PACKAGE\n  run:      %s "
-          "my_script.py\n  workers:  BurstCluster(python=%r)" % (os.path.dirname(os.path.dirname(python)), sys.prefix,
-                                                                  python, python, python))
+          "my_script.py\n  workers:  BurstCluster(python=%r)" % (venv, sys.prefix, python, python, python))
     return 0

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build OpenPBS from source and install it into a lab image: nspawn_lab.py runs this for the PBS lab.
 
     pbs_build.py IMAGE_DIR

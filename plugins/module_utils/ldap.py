@@ -350,9 +350,9 @@ def schema_settings(schema=None, group_schema=None):
         raise LdapError("directory schema %r is not supported. Fix: use rfc2307, rfc2307bis or ad" % (schema,))
     settings = dict(SCHEMAS[schema], schema=schema)
     if group_schema and group_schema != settings["group_class"]:
+        group_class = settings["group_class"]
         raise LdapError("group schema %s does not fit directory schema %s (its groups are %s). Fix: leave "
-                        "group_schema out or set it to %s" % (group_schema, schema, settings["group_class"],
-                                                               settings["group_class"]))
+                        "group_schema out or set it to %s" % (group_schema, schema, group_class, group_class))
     return settings
 
 

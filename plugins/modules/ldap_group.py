@@ -11,7 +11,8 @@ version_added: 0.1.0
 description:
   - Creates, updates or removes the group C(cn=<name>,<base>).
   - With O(schema=posixGroup) members are stored as C(memberUid) (login names); with
-    O(schema=groupOfNames) as C(member) (user DNs under O(user_base)).
+    O(schema=groupOfNames) as C(member) (user DNs under O(user_base)); O(schema=group) is
+    Active Directory's group class, also with C(member).
   - O(members_mode) decides whether O(members) is the exact member list, members to add,
     or members to remove.
 extends_documentation_fragment:
@@ -40,7 +41,7 @@ options:
   schema:
     description: Group object class; usually C(daskhpc_site.ldap.group_schema).
     type: str
-    choices: [posixGroup, groupOfNames]
+    choices: [posixGroup, groupOfNames, group]
     default: posixGroup
   gid_number:
     description: Numeric group ID. Required for O(schema=posixGroup) when O(state=present).

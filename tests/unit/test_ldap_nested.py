@@ -35,8 +35,8 @@ def ad_user(name, number):
 
 
 def ad_group(name, *members):
-    return ("CN=%s,%s" % (name, USERS), {"objectClass": ["top", "group"], "cn": name,
-                                          "member": ["CN=%s,%s" % (m, USERS) for m in members]})
+    attributes = {"objectClass": ["top", "group"], "cn": name, "member": ["CN=%s,%s" % (m, USERS) for m in members]}
+    return ("CN=%s,%s" % (name, USERS), attributes)
 
 
 @pytest.fixture
