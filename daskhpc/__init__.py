@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # for type checkers and linters only; at run time __getattr__ imports on first use
     from daskhpc.cluster import BurstCluster, BurstClusterBase, PolicyError, SlurmBurstCluster
     from daskhpc.config import NotConfigured
+    from daskhpc.named import clusters, connect
 
 _LAZY = {
     "BurstCluster": "daskhpc.cluster",
@@ -20,9 +21,12 @@ _LAZY = {
     "SlurmBurstCluster": "daskhpc.cluster",
     "PolicyError": "daskhpc.cluster",
     "NotConfigured": "daskhpc.config",
+    "connect": "daskhpc.named",
+    "clusters": "daskhpc.named",
 }
 
-__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PolicyError", "SlurmBurstCluster"]
+__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PolicyError", "SlurmBurstCluster", "clusters",
+           "connect"]
 
 
 def __getattr__(name):

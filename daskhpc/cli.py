@@ -7,6 +7,7 @@ import sys
 
 SUBCOMMANDS = {
     "doctor": ("daskhpc.doctor", "check this site's Dask set-up and say how to fix what fails"),
+    "cluster": ("daskhpc.named", "start, list and stop named clusters that outlive your terminal"),
     "venv": ("daskhpc.environment", "make your own environment on the site's (for your packages on the workers)"),
     "audit": ("daskhpc.audit", "write the audit reports (HTML, Markdown, CSV, JSON)"),
     "exporter": ("daskhpc.exporter", "serve the scheduler's Prometheus metrics"),
