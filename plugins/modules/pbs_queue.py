@@ -89,7 +89,7 @@ EXAMPLES = r"""
   onprem.daskhpc.pbs_queue:
     name: "{{ item.name }}"
     attributes: "{{ item.attributes }}"
-  loop: "{{ daskhpc_site | onprem.daskhpc.pbs_queues }}"
+  loop: "{{ daskhpc_model | onprem.daskhpc.pbs_queues }}"
 
 - name: Remove an old queue
   onprem.daskhpc.pbs_queue:

@@ -56,7 +56,7 @@ EXAMPLES = r"""
 
 - name: Server attributes from the site model
   onprem.daskhpc.pbs_server:
-    attributes: "{{ daskhpc_site | onprem.daskhpc.pbs_server_attributes }}"
+    attributes: "{{ daskhpc_model | onprem.daskhpc.pbs_server_attributes }}"
 """
 
 RETURN = r"""
