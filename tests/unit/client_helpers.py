@@ -10,6 +10,7 @@ import contextlib
 import os
 import pwd
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,13 @@ def tls_section(pki_paths, user=USER, mode="required"):
     """The site file's ``tls`` mapping for ``user``'s credential in ``pki_paths``."""
     return {"mode": mode, "ca": pki_paths["ca"], "crl": pki_paths["crl"], "cert": pki_paths[user]["cert"],
             "key": pki_paths[user]["key"]}
+
+
+def wait_for(predicate, timeout=60):
+    """True as soon as predicate() is, False after `timeout` seconds (the caller asserts, with its message)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False

@@ -10,13 +10,12 @@ import os
 import shlex
 import stat
 import sys
-import time
 from pathlib import Path
 
 import dask.config
 import pytest
 import yaml
-from client_helpers import REPO, lab_config, site_file
+from client_helpers import REPO, lab_config, site_file, wait_for
 from distributed import Security
 
 from daskhpc import config as site
@@ -195,14 +194,6 @@ def fake_command(directory, name, body):
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return path
 
-
-def wait_for(predicate, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_submission_environment_cannot_change_policy(lab_site, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from client_helpers import lab_config, python_with_site_file, site_file
+from client_helpers import lab_config, python_with_site_file, site_file, wait_for
 
 from daskhpc import batch as batch_module
 from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
@@ -292,11 +292,11 @@ def test_ghosts_are_closed_on_the_scheduler_by_one_sync(tmp_path):
             "daskhpc.worker", cluster.scheduler_address, "--name", name + "-0", "--nthreads", "1",
             "--memory-limit", "300MB"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            assert wait_until(lambda: len(cluster.scheduler_info["workers"]) == 1, 60), "the worker never connected"
+            assert wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, 60), "the worker never connected"
             cluster.batch = SlurmBatch(squeue=str(squeue), sacct="/bin/true", scontrol="/bin/true")
             cluster.sync(cluster._sync_jobs)
             worker.wait(60)  # the process exits by itself once the scheduler closed it
-            assert wait_until(lambda: not cluster.scheduler_info["workers"], 30)
+            assert wait_for(lambda: not cluster.scheduler_info["workers"], 30)
         finally:
             if worker.poll() is None:
                 worker.kill()
@@ -304,14 +304,6 @@ def test_ghosts_are_closed_on_the_scheduler_by_one_sync(tmp_path):
             cluster.worker_spec.pop(name, None)
     assert worker.returncode == 0, worker.stdout.read()
 
-
-def wait_until(predicate, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 # --- progress --------------------------------------------------------------------------------

@@ -8,10 +8,9 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from client_helpers import USER, make_pki, python_with_site_file, tls_section, write_site_file
+from client_helpers import USER, make_pki, python_with_site_file, tls_section, wait_for, write_site_file
 from distributed import Client, LocalCluster, Security
 
 from daskhpc.security import IdentitySecurity
@@ -35,14 +34,6 @@ def start_worker(address, name, *extra, site_path):
     return subprocess.Popen(worker_argv(site_path, address, name, *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-
-def wait_for(predicate, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture()

@@ -4,12 +4,11 @@ a worker that cannot start is reported with its cause and log; the progress line
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import dask.config
 import pytest
-from client_helpers import lab_config, python_with_site_file, site_file
+from client_helpers import lab_config, python_with_site_file, site_file, wait_for
 from distributed import Client
 
 from daskhpc import cluster as cluster_module
@@ -23,14 +22,6 @@ def lab_site(tmp_path):
     with site_file(tmp_path / "site", lab_config(interface=None)) as path:
         yield Path(path)
 
-
-def wait_until(predicate, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def local(**kwargs):
@@ -76,7 +67,7 @@ def test_no_size_adapts_within_policy_with_an_idle_period(lab_site):
 
 def test_idle_period_from_the_users_dask_config(lab_site):
     with dask.config.set({"daskhpc.adapt-idle": "10s"}), local() as cluster:
-        assert wait_until(lambda: cluster._adaptive is not None)
+        assert wait_for(lambda: cluster._adaptive is not None)
         assert cluster._adaptive.wait_count == 10
 
 
@@ -85,7 +76,7 @@ def test_zero_workers_says_so_on_compute(lab_site):
         assert cluster._adaptive is None
         assert cluster.status_text().startswith("no workers: none asked for"), cluster.status_text()
         future = client.submit(sum, [1, 2])
-        assert wait_until(lambda: "1 tasks are waiting" in cluster.status_text()), cluster.status_text()
+        assert wait_for(lambda: "1 tasks are waiting" in cluster.status_text()), cluster.status_text()
         assert "cluster.scale(16)" in cluster.status_text()
         del future
 
