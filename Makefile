@@ -89,13 +89,13 @@ test-fast: venv lint sanity
 
 # The lab tier: the session fixture converges the lab, then the integration tests run against it.
 test-lab: venv lab-up
-	pytest -q -p no:cacheprovider tests/integration; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+	pytest -q -p no:cacheprovider --durations=25 tests/integration; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 # The PBS tier (tests/pbs): the PBS lab, when the OpenPBS source is present.
 test-pbs: venv
 	@if [ -z "$(PBS_SOURCE)" ]; then echo "test-pbs: no OpenPBS source (PBS_SOURCE); skipped"; else \
 	  $(MAKE) lab-up SCHEDULER=pbs && DASKHPC_LAB_INVENTORY=inventories/lab-pbs \
-	  pytest -q -p no:cacheprovider tests/pbs; fi
+	  pytest -q -p no:cacheprovider --durations=10 tests/pbs; fi
 
 # Every test: the fast tier, then the lab tier, then the PBS tier (when the OpenPBS source is present).
 test: test-fast test-lab test-pbs
