@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and linters only; at run time __getattr__ imports on first use
-    from daskhpc.cluster import BurstCluster, BurstClusterBase, PolicyError, SlurmBurstCluster
+    from daskhpc.cluster.base import BurstCluster, BurstClusterBase, PolicyError, SlurmBurstCluster
     from daskhpc.config import NotConfigured
 
 _LAZY = {
-    "BurstCluster": "daskhpc.cluster",
-    "BurstClusterBase": "daskhpc.cluster",
-    "SlurmBurstCluster": "daskhpc.cluster",
-    "PolicyError": "daskhpc.cluster",
+    "BurstCluster": "daskhpc.cluster.base",
+    "BurstClusterBase": "daskhpc.cluster.base",
+    "SlurmBurstCluster": "daskhpc.cluster.base",
+    "PolicyError": "daskhpc.cluster.base",
     "NotConfigured": "daskhpc.config",
 }
 

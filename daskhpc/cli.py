@@ -9,7 +9,7 @@ SUBCOMMANDS = {
     "doctor": ("daskhpc.doctor", "check this site's Dask set-up and say how to fix what fails"),
     "venv": ("daskhpc.environment", "make your own environment on the site's (for your packages on the workers)"),
     "audit": ("daskhpc.audit", "write the audit reports (HTML, Markdown, CSV, JSON)"),
-    "exporter": ("daskhpc.exporter", "serve the scheduler's Prometheus metrics"),
+    "exporter": ("daskhpc.exporter.server", "serve the scheduler's Prometheus metrics"),
     "discovery-serve": ("daskhpc.discovery_serve", "serve this login host's Dask schedulers to Prometheus (http_sd)"),
 }
 

@@ -19,8 +19,8 @@ from daskhpc.audit import certs as certmod
 from daskhpc.audit import findings as findmod
 from daskhpc.audit import licences as licmod
 from daskhpc.audit import parse, probe
-from daskhpc.model import site_model
-from daskhpc.model.pki import parse_ledger
+from daskhpc.core import site_model
+from daskhpc.core.pki import parse_ledger
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_ID = "https://onprem.daskhpc/schemas/audit/report-v1.json"

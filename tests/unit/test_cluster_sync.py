@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 from client_helpers import lab_config, python_with_site_file, site_file
 
-from daskhpc import batch as batch_module
-from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
-from daskhpc.cluster import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase, SlurmBurstCluster
-from daskhpc.progress import summarize
+from daskhpc import scheduler as batch_module
+from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
+from daskhpc.cluster.base import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase, SlurmBurstCluster
+from daskhpc.cluster.progress import summarize
 
 DATA = Path(__file__).parent / "data" / "daskhpc"
 
@@ -335,7 +335,7 @@ def test_progress_line_mixed_reasons_and_preemption():
 
 
 def test_progress_prints_only_changes(capsys):
-    from daskhpc.progress import Progress
+    from daskhpc.cluster.progress import Progress
 
     progress = Progress(enabled=True, min_interval=0)
     for text in ("0/4 workers", "0/4 workers", "4/4 workers"):

@@ -21,9 +21,9 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from daskhpc.model.site_model import expand_hostlist
+from daskhpc.core.site_model import expand_hostlist
 
-from daskhpc.exporter_source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
 
 SEP = "|"
 # job id (array expression included), partition, state, pending reason, user, cpus, node list

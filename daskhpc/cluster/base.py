@@ -15,7 +15,7 @@ from the site configuration (``daskhpc.scheduler``).
 The client fails closed. The policy comes from the site file only (``daskhpc.config``); every job
 script is checked as a whole just before it is submitted (``JobScriptRules``), whatever produced
 it (arguments, dask-jobqueue's own ``jobqueue.*`` configuration, ...); batch commands run with a
-clean environment and a timeout (``daskhpc.batch``); where the site requires TLS, only TLS bound to
+clean environment and a timeout (``daskhpc.scheduler``); where the site requires TLS, only TLS bound to
 the user's identity is accepted, and the scheduler proves at start that it refuses strangers.
 """
 
@@ -47,10 +47,10 @@ from tornado.ioloop import PeriodicCallback
 
 from daskhpc import config as site
 from daskhpc import discovery, environment
-from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
-from daskhpc.model.site_model import format_slurm_minutes, parse_duration_minutes
-from daskhpc.owner_http import OwnerScheduler, dashboard_link
-from daskhpc.progress import Progress, summarize
+from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
+from daskhpc.core.site_model import format_slurm_minutes, parse_duration_minutes
+from daskhpc.cluster.owner_http import OwnerScheduler, dashboard_link
+from daskhpc.cluster.progress import Progress, summarize
 from daskhpc.security import IdentitySecurity, cluster_security, current_user, verify_scheduler_refuses_strangers
 
 logger = logging.getLogger("daskhpc.cluster")
@@ -419,7 +419,7 @@ class BurstClusterBase:
 
         scheduler_options = dict(scheduler_options or {})
         # OwnerScheduler keeps only the port: the dashboard listens on loopback behind a token, and
-        # /metrics over mutual TLS (daskhpc.owner_http).
+        # /metrics over mutual TLS (daskhpc.cluster.owner_http).
         scheduler_options.setdefault("dashboard_address", cfg.get("dashboard-address") or ":0")
         scheduler_options.setdefault("dashboard", True)
         if kwargs.pop("scheduler_cls", OwnerScheduler) is not OwnerScheduler:
@@ -938,7 +938,7 @@ class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
 
 
 # Cluster classes by the site's scheduler; the PBS module registers its class here.
-SCHEDULER_CLASSES = {"slurm": "daskhpc.cluster:SlurmBurstCluster", "pbs": "daskhpc.pbs_cluster:PBSBurstCluster"}
+SCHEDULER_CLASSES = {"slurm": "daskhpc.cluster.base:SlurmBurstCluster", "pbs": "daskhpc.cluster.pbs:PBSBurstCluster"}
 
 
 def cluster_class(scheduler=None):

@@ -1,7 +1,7 @@
 """``BurstCluster`` on PBS: dask-jobqueue's ``PBSCluster`` with the same policy enforcement as on SLURM.
 
-``daskhpc.cluster.BurstCluster()`` returns a :class:`PBSBurstCluster` when the site configuration says
-``scheduler: pbs`` (``daskhpc.cluster.SCHEDULER_CLASSES``). What it fixes in every job script:
+``daskhpc.cluster.base.BurstCluster()`` returns a :class:`PBSBurstCluster` when the site configuration says
+``scheduler: pbs`` (``daskhpc.cluster.base.SCHEDULER_CLASSES``). What it fixes in every job script:
 
 * ``#PBS -q <burst queue>`` and ``#PBS -A <burst account>``: the queue's ACLs and limits are the real
   guard; ``queue=``, ``account=``/``project=`` and directives ``-q``, ``-A``, ``-P``, ``-W group_list``
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dask_jobqueue.pbs import PBSCluster, PBSJob, pbs_format_bytes_ceil
 
-from daskhpc.cluster import BurstClusterBase, BurstJobMixin, PolicyError, directive_tokens
-from daskhpc.model.pbs import format_time
-from daskhpc.pbs import PbsBatch
+from daskhpc.cluster.base import BurstClusterBase, BurstJobMixin, PolicyError, directive_tokens
+from daskhpc.core.pbs import format_time
+from daskhpc.scheduler.pbs import PbsBatch
 
 # qsub options that would move a job out of the burst policy -> what they change
 REFUSED_FLAGS = {"-q": "queue", "-A": "account", "-P": "project", "-r": "rerunnable flag (must stay y)",
