@@ -47,7 +47,8 @@ from tornado.ioloop import PeriodicCallback
 
 from daskhpc import config as site
 from daskhpc import discovery, environment
-from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
+from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK, BatchError
+from daskhpc.scheduler.slurm import SlurmBatch
 from daskhpc.core.site_model import format_slurm_minutes, parse_duration_minutes
 from daskhpc.cluster.owner_http import OwnerScheduler, dashboard_link
 from daskhpc.cluster.progress import Progress, summarize

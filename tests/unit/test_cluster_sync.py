@@ -14,7 +14,9 @@ import pytest
 from client_helpers import lab_config, python_with_site_file, site_file
 
 from daskhpc import scheduler as batch_module
-from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
+from daskhpc.core import command
+from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError
+from daskhpc.scheduler.slurm import SlurmBatch, slurm_phase
 from daskhpc.cluster.base import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase, SlurmBurstCluster
 from daskhpc.cluster.progress import summarize
 
@@ -158,7 +160,7 @@ def test_stuck_sbatch_and_scancel_time_out(tmp_path, monkeypatch):
 
 def test_run_sync_times_out(tmp_path):
     started = time.monotonic()
-    assert run_sync([str(stuck_command(tmp_path, "sinfo"))], timeout=1)[0] == 124
+    assert command.run([str(stuck_command(tmp_path, "sinfo"))], timeout=1)[0] == 124
     assert time.monotonic() - started < 10
 
 

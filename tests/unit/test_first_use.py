@@ -13,7 +13,7 @@ from client_helpers import lab_config, python_with_site_file, site_file
 from distributed import Client
 
 from daskhpc.cluster import base as cluster_module
-from daskhpc.scheduler import SlurmBatch
+from daskhpc.scheduler.slurm import SlurmBatch
 from daskhpc.cluster.base import BurstAdaptive, BurstCluster, WorkerStartError, start_failure_cause
 from daskhpc.cluster.progress import summarize
 
