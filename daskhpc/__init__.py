@@ -11,18 +11,21 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and linters only; at run time __getattr__ imports on first use
-    from daskhpc.cluster.base import BurstCluster, BurstClusterBase, PolicyError, SlurmBurstCluster
+    from daskhpc.cluster.base import BurstCluster, BurstClusterBase, PolicyError
+    from daskhpc.cluster.pbs import PBSBurstCluster
+    from daskhpc.cluster.slurm import SlurmBurstCluster
     from daskhpc.config import NotConfigured
 
 _LAZY = {
     "BurstCluster": "daskhpc.cluster.base",
     "BurstClusterBase": "daskhpc.cluster.base",
-    "SlurmBurstCluster": "daskhpc.cluster.base",
+    "SlurmBurstCluster": "daskhpc.cluster.slurm",
+    "PBSBurstCluster": "daskhpc.cluster.pbs",
     "PolicyError": "daskhpc.cluster.base",
     "NotConfigured": "daskhpc.config",
 }
 
-__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PolicyError", "SlurmBurstCluster"]
+__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PBSBurstCluster", "PolicyError", "SlurmBurstCluster"]
 
 
 def __getattr__(name):

@@ -17,7 +17,8 @@ from daskhpc import scheduler as batch_module
 from daskhpc.core import command
 from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError
 from daskhpc.scheduler.slurm import SlurmBatch, slurm_phase
-from daskhpc.cluster.base import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase, SlurmBurstCluster
+from daskhpc.cluster.base import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase
+from daskhpc.cluster.slurm import BurstSLURMJob
 from daskhpc.cluster.progress import summarize
 
 DATA = Path(__file__).parent / "data" / "daskhpc"
@@ -184,7 +185,7 @@ def fake_cluster(**jobs):
         loop=SimpleNamespace(add_callback=lambda f: None), progress=SimpleNamespace(update=lambda t: None),
         log_directory="/home/u/.daskhpc/logs", _correct_state=None, scheduler_info={"workers": {}},
         start_failure=None, _gave_up=None)
-    fake.error_log = lambda job_id: SlurmBurstCluster.error_log(fake, job_id)
+    fake.error_log = lambda job_id: BurstSLURMJob.error_log(fake.log_directory, job_id)
     fake.describe_start_failure = lambda job_id, state: BurstClusterBase.describe_start_failure(fake, job_id, state)
     fake.new_worker_spec = lambda: {"BurstCluster-%d" % next(counter): {"cls": None, "options": {}}}
     fake._job_worker_names = lambda name: BurstClusterBase._job_worker_names(fake, name)

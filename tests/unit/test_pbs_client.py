@@ -15,10 +15,10 @@ from client_helpers import site_file
 from prometheus_client import generate_latest
 
 from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK
-from daskhpc.cluster.base import PolicyError, cluster_class
+from daskhpc.cluster.base import BurstCluster, PolicyError, cluster_class
 from daskhpc.exporter.server import build_registry
 from daskhpc.scheduler.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pending_reason
-from daskhpc.cluster.pbs import PBSBurstCluster, refused_pbs_directive
+from daskhpc.cluster.pbs import BurstPBSJob, PBSBurstCluster, refused_pbs_directive
 from daskhpc.exporter.pbs import PbsSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pbs"
@@ -228,8 +228,15 @@ def test_refused_directive_parser():
     assert refused_pbs_directive("-Wgroup_list=x") == "group (accounting and ACL)"
 
 
-def test_burst_cluster_picks_pbs_from_site_config():
+def test_burst_cluster_picks_pbs_from_site_config(tmp_path):
     assert cluster_class("pbs") is PBSBurstCluster
+    with site_file(tmp_path, dict(CONFIG)):
+        cluster = BurstCluster(security=False)
+        try:
+            assert isinstance(cluster, BurstCluster) and cluster.job_cls is BurstPBSJob
+            assert "#PBS -q burst" in directives(cluster.job_script())
+        finally:
+            cluster.close()
 
 
 def test_scale_beyond_policy_refused(make_cluster):
