@@ -30,8 +30,8 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from daskhpc.exporter_collectors import BatchCollector
-from daskhpc.exporter_slurm import SQUEUE_FORMAT, SlurmSource, parse_squeue
+from daskhpc.exporter.collectors import BatchCollector
+from daskhpc.exporter.slurm import SQUEUE_FORMAT, SlurmSource, parse_squeue
 
 CONFIG = {"burst_partitions": ["burst"], "production_partitions": ["prod", "bigmem"], "burst_max_share_ratio": 0.5,
           "burst_max_cores": 24, "min_interval_seconds": 0, "slow_interval_seconds": 1e9}

@@ -11,22 +11,25 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and linters only; at run time __getattr__ imports on first use
-    from daskhpc.cluster import BurstCluster, BurstClusterBase, PolicyError, SlurmBurstCluster
+    from daskhpc.cluster.base import BurstCluster, BurstClusterBase, PolicyError
+    from daskhpc.cluster.pbs import PBSBurstCluster
+    from daskhpc.cluster.slurm import SlurmBurstCluster
     from daskhpc.config import NotConfigured
     from daskhpc.named import clusters, connect
 
 _LAZY = {
-    "BurstCluster": "daskhpc.cluster",
-    "BurstClusterBase": "daskhpc.cluster",
-    "SlurmBurstCluster": "daskhpc.cluster",
-    "PolicyError": "daskhpc.cluster",
+    "BurstCluster": "daskhpc.cluster.base",
+    "BurstClusterBase": "daskhpc.cluster.base",
+    "SlurmBurstCluster": "daskhpc.cluster.slurm",
+    "PBSBurstCluster": "daskhpc.cluster.pbs",
+    "PolicyError": "daskhpc.cluster.base",
     "NotConfigured": "daskhpc.config",
     "connect": "daskhpc.named",
     "clusters": "daskhpc.named",
 }
 
-__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PolicyError", "SlurmBurstCluster", "clusters",
-           "connect"]
+__all__ = ["BurstCluster", "BurstClusterBase", "NotConfigured", "PBSBurstCluster", "PolicyError", "SlurmBurstCluster",
+           "clusters", "connect"]
 
 
 def __getattr__(name):

@@ -10,7 +10,7 @@ SUBCOMMANDS = {
     "cluster": ("daskhpc.named", "start, list and stop named clusters that outlive your terminal"),
     "venv": ("daskhpc.environment", "make your own environment on the site's (for your packages on the workers)"),
     "audit": ("daskhpc.audit", "write the audit reports (HTML, Markdown, CSV, JSON)"),
-    "exporter": ("daskhpc.exporter", "serve the scheduler's Prometheus metrics"),
+    "exporter": ("daskhpc.exporter.server", "serve the scheduler's Prometheus metrics"),
     "discovery-serve": ("daskhpc.discovery_serve", "serve this login host's Dask schedulers to Prometheus (http_sd)"),
 }
 

@@ -10,7 +10,7 @@ Prometheus does not read these files: the login host's discovery service (``dask
 discovery-serve``, daskhpc/discovery_serve.py) serves them over mutually authenticated HTTPS,
 and takes the ``user`` label from the file's owner, never from its content. So the file
 carries only what the owner may choose: where its own scheduler's ``/metrics`` listens (mutual TLS,
-daskhpc.owner_http) and the cluster's id. The service also removes the files of
+daskhpc.cluster.owner_http) and the cluster's id. The service also removes the files of
 schedulers whose socket has gone.
 
 ``register`` is called when a cluster starts and ``unregister`` when it closes.

@@ -2,7 +2,7 @@
 
 Each check prints PASS or FAIL with what it found, and a fix for each failure.
 Exit status 0 when every check passes, 1 otherwise. ``--json`` prints the checks as JSON.
-Every command it runs has a timeout and a clean environment (``daskhpc.batch.run_sync``).
+Every command it runs has a timeout and a clean environment (``daskhpc.core.command.run``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 from daskhpc import config as site
 from daskhpc import environment
-from daskhpc.batch import SlurmBatch, run_sync
+from daskhpc.core import command
+from daskhpc.scheduler.slurm import SlurmBatch
 
 # Seconds any one command may take; a command that does not answer fails its check instead of hanging.
 COMMAND_TIMEOUT = 30
@@ -53,8 +54,8 @@ class Doctor:
         self.contact = site.contact(self.config)
         self.python = os.path.abspath(os.path.expanduser(python)) if python else None
 
-    def _run(self, command):
-        return run_sync(command, timeout=self.timeout, env=SlurmBatch().command_environment())
+    def _run(self, argv):
+        return command.run(argv, timeout=self.timeout, env=SlurmBatch().command_environment())
 
     def checks(self):
         results = [self.check_config()]
@@ -93,7 +94,8 @@ class Doctor:
                          "ask %s to run the dask_client role on the compute nodes" % self.contact)
         rc, _out, err = self.run([python, "-c", "import daskhpc.worker"])
         if rc != 0:
-            return Check("worker python", False, "%s cannot import daskhpc.worker: %s" % (python, err.strip()[-200:]),
+            return Check("worker python", False,
+                         "%s cannot import daskhpc.worker: %s" % (python, err.strip()[-200:]),
                          "ask %s to re-run the dask_client role (the environment is incomplete)" % self.contact)
         return Check("worker python", True, "%s runs daskhpc.worker" % python)
 

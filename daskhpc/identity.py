@@ -8,7 +8,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from daskhpc.model.pki import PROFILE_POLICIES
+from daskhpc.core.pki import PROFILE_POLICIES
 
 
 def certificate_identity(der):

@@ -39,7 +39,7 @@ from daskhpc.identity import is_service
 
 logger = logging.getLogger("daskhpc.security")
 
-USER_OU = "users"  # what the site CA puts in every user credential (plugins/module_utils/pki.py)
+USER_OU = "users"  # what the site CA puts in every user credential (plugins/module_utils/_core/pki.py)
 
 
 class PeerNotOwnerError(ssl.SSLCertVerificationError):

@@ -22,7 +22,7 @@ import yaml
 from daskhpc.audit import probe
 from daskhpc.audit.collect import collect, default_period, is_unavailable
 from daskhpc.audit.render import FORMATS, SCHEMA_PATH, render
-from daskhpc.model.site_model import SiteModelError, load_site_file
+from daskhpc.core.site_model import SiteModelError, load_site_file
 
 __all__ = ["collect", "render", "main", "gather", "SCHEMA_PATH"]
 
@@ -224,7 +224,7 @@ def _directory(model, scheduler, args):
         users.update(a["User"] for a in assoc_rows(assoc) if a["User"])
     if args.ldap_password_file:
         from daskhpc.audit.directory import directory_from_ldap
-        from daskhpc.model.site_model import validate
+        from daskhpc.core.site_model import validate
         try:
             with open(args.ldap_password_file, encoding="utf-8") as handle:
                 password = handle.read().strip()

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 # Serials in the CA's one format (upper-case hex), as the ledger's reader (pki.parse_ledger) keys them.
-from daskhpc.model.pki import ledger_serial
+from daskhpc.core.pki import ledger_serial
 
 EXPIRING_DAYS = 30
 MIN_RSA_BITS = 2048

@@ -19,8 +19,9 @@ from daskhpc.audit import certs as certmod
 from daskhpc.audit import findings as findmod
 from daskhpc.audit import licences as licmod
 from daskhpc.audit import parse, probe
-from daskhpc.model import site_model
-from daskhpc.model.pki import parse_ledger
+from daskhpc.core import site_model
+from daskhpc.core.pki import parse_ledger
+from daskhpc.scheduler.slurm import parse_timestamp
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_ID = "https://onprem.daskhpc/schemas/audit/report-v1.json"
@@ -300,7 +301,7 @@ def usage_section(model, sacct_text, since, until, sources):
         cell["jobs"] += 1
         if job["State"].split()[0] in ("PREEMPTED", "REQUEUED"):
             cell["preemptions"] += 1
-        start, end = parse.slurm_time(job["Start"]), parse.slurm_time(job["End"]) or until
+        start, end = parse_timestamp(job["Start"]), parse_timestamp(job["End"]) or until
         cpus = _int(job["AllocCPUS"]) or 0
         if start is None or cpus == 0:
             continue

@@ -9,7 +9,7 @@ works on a controller that is not an LDAP client. Same output shape either way.
 
 from __future__ import annotations
 
-from daskhpc.model import ldap as ldaphelper
+from daskhpc.core import ldap as ldaphelper
 
 
 def directory_from_ldap(model, groups, users, bind_pw=None, ca_file=None):

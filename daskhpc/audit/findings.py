@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from daskhpc.model.site_model import expand_hostlist
+from daskhpc.core.site_model import expand_hostlist
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 MAX_LISTED = 20

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from daskhpc.audit.probe import ASSOC_FIELDS, QOS_FIELDS, SACCT_FIELDS
 
 
@@ -45,16 +43,6 @@ def assoc_rows(text):
 
 def sacct_rows(text):
     return parsable2(text, SACCT_FIELDS)
-
-
-def slurm_time(value):
-    """sacct's local timestamps; None for Unknown/None/empty."""
-    if not value or value in ("Unknown", "None", "N/A"):
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S")
-    except ValueError:
-        return None
 
 
 def split_list(value):

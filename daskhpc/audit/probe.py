@@ -92,7 +92,7 @@ def os_release():
 # The probe runs as root and reads users' ~/.daskhpc/tls, which the users control: directories are
 # opened without following symlinks and must belong to the home's owner, files are opened through
 # the directory's descriptor, never followed, never a FIFO (O_NONBLOCK), and must belong to that
-# owner too. (This file runs alone on each host, so it cannot import module_utils/safepath.py.)
+# owner too. (This file runs alone on each host, so it cannot import module_utils/_core/safepath.py.)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 USER_TLS = (".daskhpc", "tls")

@@ -9,7 +9,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from daskhpc.audit.probe import ASSOC_FIELDS, QOS_FIELDS, SACCT_FIELDS
-from daskhpc.model import site_model
+from daskhpc.core import site_model
 
 
 def site(nodes=6, cpus=8):

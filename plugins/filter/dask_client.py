@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import view
 
 

@@ -8,8 +8,8 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
-from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import view
 
 

@@ -2,20 +2,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters that derive the exporter's and Prometheus's configuration from the site model.
 
-The views live in module_utils/site_model.py; these take the validated model (the fact daskhpc_model).
+The views live in module_utils/_core/site_model.py; these take the validated model (the fact daskhpc_model).
 """
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import model_of, view
 
 DOCUMENTATION_URL = "docs/observability.md"
 
 
 def metrics_exporter_config(model, ledger_path=None, **settings):
-    """The exporter's YAML configuration (site_model.exporter_config; daskhpc/exporter.py reads it)."""
+    """The exporter's YAML configuration (site_model.exporter_config; daskhpc/exporter/server.py reads it)."""
     return view(site_model.exporter_config, model, ledger_path, **settings)
 
 
@@ -68,7 +68,7 @@ def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, al
             {
                 # Each login host's discovery service lists its live schedulers, labelled with their
                 # owners. Each scheduler serves /metrics over mutual TLS and lets in only its owner and
-                # this service certificate (daskhpc/owner_http.py). The scheduler presents its owner's user
+                # this service certificate (daskhpc/cluster/owner_http.py). The scheduler presents its owner's user
                 # certificate, which names no host, so Prometheus cannot match it against the target
                 # address: it skips that check. Targets are vetted by the discovery service instead
                 # (a socket of the labelled user on that host), and the data is protected by the

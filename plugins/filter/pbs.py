@@ -2,13 +2,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters that render the site model into PBS queue, server and scheduler attributes.
 
-The derivation lives in module_utils/pbs.py (pure Python, unit-tested); these only validate and call it.
+The derivation lives in module_utils/_core/pbs.py (pure Python, unit-tested); these only validate and call it.
 """
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pbs
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pbs
 from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import model_of
 
 

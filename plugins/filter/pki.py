@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names, site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import view
 
 

@@ -2,12 +2,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters that render the validated site model (the fact daskhpc_model) into SLURM's vocabulary.
 
-The views themselves live in module_utils/site_model.py.
+The views themselves live in module_utils/_core/site_model.py.
 """
 
 from __future__ import annotations
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 from ansible_collections.onprem.daskhpc.plugins.plugin_utils.model import model_of, view
 
 

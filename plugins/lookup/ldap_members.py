@@ -100,7 +100,7 @@ _raw:
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
 
 
 class LookupModule(LookupBase):

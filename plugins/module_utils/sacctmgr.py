@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 
-from . import command
-from .site_model import parse_duration_minutes
+from ._core import command
+from ._core.site_model import parse_duration_minutes
 
 SACCTMGR = "sacctmgr"
 _NOT_SINGLE = re.compile(r"[,=\s]|^-|^$")

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from . import command
+from ._core import command
 from .sacctmgr import (
     Sacctmgr,
     SacctmgrError,

@@ -10,7 +10,7 @@ so check mode and diff mode show exactly what a real run would do.
 from __future__ import annotations
 
 from . import account_names
-from .ldap import first, find_users, plan_association_sync
+from ._core.ldap import first, find_users, plan_association_sync
 from .sacctmgr import SacctmgrError
 
 ASSOC_FIELDS = ["Cluster", "Account", "User", "QOS", "DefaultQOS"]

@@ -184,7 +184,7 @@ privatekey_path:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
                 "renew_before_days", "rotate_key", "force", "owner", "group", "mode", "privatekey_mode",

@@ -98,7 +98,7 @@ path:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 
 
 def main():

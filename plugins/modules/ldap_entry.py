@@ -84,7 +84,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
 
 
 def main():

@@ -78,7 +78,7 @@ sched:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.pbs import (
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core.pbs import (
     QMGR_ARGUMENT_SPEC,
     PbsError,
     ensure_sched,

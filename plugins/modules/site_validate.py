@@ -90,7 +90,7 @@ errors:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.onprem.daskhpc.plugins.module_utils.site_model import (
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core.site_model import (
     SiteModelError,
     inventory_problems,
     validate,

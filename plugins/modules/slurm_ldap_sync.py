@@ -178,8 +178,9 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names, command
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import command
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
 from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
 from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr, SacctmgrError, timed_runner
 

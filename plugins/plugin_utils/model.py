@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 
 # Keys only a validated model has: validation refuses them in a site file.
 _DERIVED_KEYS = ("total_cores", "burst_partitions", "production_partitions")

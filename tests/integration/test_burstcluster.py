@@ -14,7 +14,7 @@ import pytest
 from burst_helpers import PREAMBLE, PYTHON, USER, result_of, squeue
 from conftest import adhoc, inventory_group, sh, wait_until
 
-from daskhpc.model.site_model import validate
+from daskhpc.core.site_model import validate
 
 pytestmark = pytest.mark.lab
 

@@ -121,7 +121,7 @@ def test_a_mismatched_environment_is_refused_before_submission_with_the_fix(site
 
 IMPORT_FAILURE_SCRIPT = PREAMBLE + r'''
 from daskhpc import BurstCluster
-from daskhpc.cluster import WorkerStartError
+from daskhpc.cluster.base import WorkerStartError
 with BurstCluster(workers=4, worker_extra_args=["--preload", "nosuchmodule_for_lab"]) as cluster, \
         cluster.get_client() as client:
     try:

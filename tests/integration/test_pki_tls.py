@@ -21,7 +21,7 @@ import pytest
 import yaml
 from distributed import Client, Scheduler, Security, Worker
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 from daskhpc import config as site_config
 from daskhpc import security
 

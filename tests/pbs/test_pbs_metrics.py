@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import LAB_INVENTORY, REPO, inventory_group, sh
-from daskhpc.exporter import build_registry
+from daskhpc.exporter.server import build_registry
 
 pytestmark = pytest.mark.lab
 jobs = pbs_helpers.jobs  # the fixture (helpers are not a conftest: tests/conftest.py is the one)

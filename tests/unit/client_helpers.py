@@ -77,7 +77,7 @@ def make_pki(directory, users=(USER,)):
 
     Returns {"ca": bundle, "crl": crl path, "ca_dir": ..., "serials": {user: serial}, user: {"cert", "key"}}.
     """
-    from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+    from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 
     directory = Path(directory)
     ca_dir = str(directory / "ca")
@@ -96,7 +96,7 @@ def make_pki(directory, users=(USER,)):
 
 def revoke(pki_paths, user):
     """Revoke ``user``'s credential and re-sign the CRL in place (what playbooks/pki.yml does)."""
-    from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+    from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 
     pki.ensure_crl(pki_paths["ca_dir"], CA_PASSPHRASE,
                    revoke=[{"serial": pki_paths["serials"][user], "reason": "key_compromise"}])

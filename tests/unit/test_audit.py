@@ -16,7 +16,7 @@ from daskhpc.audit import collect, main, probe, render
 from daskhpc.audit import synthetic as syn
 from daskhpc.audit.licences import denied, licence_of
 from daskhpc.audit.render import SCHEMA_PATH, TABLES
-from daskhpc.model.site_model import validate
+from daskhpc.core.site_model import validate
 
 UNTIL = datetime(2024, 6, 1)
 AS_OF = UNTIL.astimezone(timezone.utc)

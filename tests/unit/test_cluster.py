@@ -19,7 +19,7 @@ from client_helpers import REPO, lab_config, site_file, wait_for
 from distributed import Security
 
 from daskhpc import config as site
-from daskhpc.cluster import BurstCluster, LogDirectoryError, PolicyError, lifetime_args, private_log_directory
+from daskhpc.cluster.base import BurstCluster, LogDirectoryError, PolicyError, lifetime_args, private_log_directory
 from daskhpc.config import NotConfigured
 from daskhpc.security import IdentitySecurity
 
@@ -351,7 +351,7 @@ def test_an_unsafe_site_file_is_refused(tmp_path, damage, message):
 
 
 def test_package_defaults_are_the_site_models_and_not_permissive():
-    from daskhpc.model.site_model import BURST_DEFAULTS, DASK_DEFAULTS
+    from daskhpc.core.site_model import BURST_DEFAULTS, DASK_DEFAULTS
 
     defaults = site.defaults()
     assert defaults["tls"]["mode"] == "required" == DASK_DEFAULTS["tls"]
@@ -438,7 +438,7 @@ def test_required_tls_without_credential_is_a_clear_error(tls_required_site):
 
 def test_no_same_package_import_fallbacks():
     """A missing daskhpc module must fail, not quietly downgrade (e.g. to no TLS or chain-only TLS)."""
-    for name in ("cluster.py", "worker.py", "pbs_cluster.py", "doctor.py", "config.py"):
+    for name in ("cluster/base.py", "worker.py", "cluster/pbs.py", "doctor.py", "config.py"):
         assert "except ImportError" not in (REPO / "daskhpc" / name).read_text(), name
 
 

@@ -52,7 +52,7 @@ def config(tls, tmp_path, **overrides):
 
 
 def runner(**outputs):
-    """A stand-in for run_sync: first word of the command -> (rc, stdout, stderr)."""
+    """A stand-in for command.run: first word of the command -> (rc, stdout, stderr)."""
     calls = []
 
     def run(command, timeout=30):
@@ -169,8 +169,8 @@ def test_a_stuck_command_fails_its_check_instead_of_hanging(tls, tmp_path, monke
     started = time.monotonic()
     results = by_name(Doctor(config=config(tls, tmp_path), user=USER, now=NOW, timeout=1).checks())
     assert time.monotonic() - started < 20
-    assert not results["batch system"].ok and "no answer within 1 s" in results["batch system"].detail
-    assert not results["burst association"].ok and "no answer within 1 s" in results["burst association"].detail
+    assert not results["batch system"].ok and "no answer within 1s" in results["batch system"].detail
+    assert not results["burst association"].ok and "no answer within 1s" in results["burst association"].detail
 
 
 def test_doctor_commands_run_without_slurm_variables(tls, tmp_path, monkeypatch):

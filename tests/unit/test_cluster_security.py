@@ -17,7 +17,7 @@ from distributed import Scheduler
 from distributed.core import rpc
 
 from daskhpc import security
-from daskhpc.cluster import BurstCluster
+from daskhpc.cluster.base import BurstCluster
 from daskhpc.security import CrlError, IdentitySecurity, SelfCheckError, cluster_security, peer_outcome
 
 pytestmark = [pytest.mark.timeout(120),

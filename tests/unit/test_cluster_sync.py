@@ -13,10 +13,13 @@ from types import SimpleNamespace
 import pytest
 from client_helpers import lab_config, python_with_site_file, site_file, wait_for
 
-from daskhpc import batch as batch_module
-from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError, SlurmBatch, run_sync, slurm_phase
-from daskhpc.cluster import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase, SlurmBurstCluster
-from daskhpc.progress import summarize
+from daskhpc import scheduler as batch_module
+from daskhpc.core import command
+from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, BatchError
+from daskhpc.scheduler.slurm import SlurmBatch, slurm_phase
+from daskhpc.cluster.base import MAX_QUICK_FAILURES, BurstCluster, BurstClusterBase
+from daskhpc.cluster.slurm import BurstSLURMJob
+from daskhpc.cluster.progress import summarize
 
 DATA = Path(__file__).parent / "data" / "daskhpc"
 
@@ -158,7 +161,7 @@ def test_stuck_sbatch_and_scancel_time_out(tmp_path, monkeypatch):
 
 def test_run_sync_times_out(tmp_path):
     started = time.monotonic()
-    assert run_sync([str(stuck_command(tmp_path, "sinfo"))], timeout=1)[0] == 124
+    assert command.run([str(stuck_command(tmp_path, "sinfo"))], timeout=1)[0] == 124
     assert time.monotonic() - started < 10
 
 
@@ -182,7 +185,7 @@ def fake_cluster(**jobs):
         loop=SimpleNamespace(add_callback=lambda f: None), progress=SimpleNamespace(update=lambda t: None),
         log_directory="/home/u/.daskhpc/logs", _correct_state=None, scheduler_info={"workers": {}},
         start_failure=None, _gave_up=None)
-    fake.error_log = lambda job_id: SlurmBurstCluster.error_log(fake, job_id)
+    fake.error_log = lambda job_id: BurstSLURMJob.error_log(fake.log_directory, job_id)
     fake.describe_start_failure = lambda job_id, state: BurstClusterBase.describe_start_failure(fake, job_id, state)
     fake.new_worker_spec = lambda: {"BurstCluster-%d" % next(counter): {"cls": None, "options": {}}}
     fake._job_worker_names = lambda name: BurstClusterBase._job_worker_names(fake, name)
@@ -327,7 +330,7 @@ def test_progress_line_mixed_reasons_and_preemption():
 
 
 def test_progress_prints_only_changes(capsys):
-    from daskhpc.progress import Progress
+    from daskhpc.cluster.progress import Progress
 
     progress = Progress(enabled=True, min_interval=0)
     for text in ("0/4 workers", "0/4 workers", "4/4 workers"):

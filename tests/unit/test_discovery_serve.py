@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 from daskhpc import discovery, discovery_serve
 from daskhpc.discovery_serve import Discovery, DiscoveryServer, TLSFiles
 

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daskhpc.exporter import ConfigError, build_registry, load_config
-from daskhpc.exporter_collectors import BatchCollector, ExporterStats
-from daskhpc.exporter_slurm import (
+from daskhpc.exporter.server import ConfigError, build_registry, load_config
+from daskhpc.exporter.collectors import BatchCollector, ExporterStats
+from daskhpc.exporter.slurm import (
     SlurmSource,
     array_task_count,
     normalise_node_state,
@@ -27,7 +27,7 @@ from daskhpc.exporter_slurm import (
     parse_sinfo,
     parse_squeue,
 )
-from daskhpc.exporter_source import BatchSystemError
+from daskhpc.exporter.source import BatchSystemError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "exporter")
 CONFIG = {
@@ -358,7 +358,7 @@ def test_promtool_check_metrics_on_real_output(registry):
 
 
 def test_once_prints_a_scrape(tmp_path, slurm_bin, capsys):
-    from daskhpc.exporter import main
+    from daskhpc.exporter.server import main
 
     config = tmp_path / "exporter.yaml"
     config.write_text("burst_partitions: [burst]\nproduction_partitions: [prod, bigmem]\nslurm_bin_dir: %s\n"
@@ -406,8 +406,8 @@ def test_lab_sacct_recording_yields_preemptions():
 
 
 def test_pbs_source_is_found_by_scheduler_name():
-    from daskhpc.exporter import source_class
-    from daskhpc.exporter_source import BatchSource
+    from daskhpc.exporter.server import source_class
+    from daskhpc.exporter.source import BatchSource
 
     assert source_class("slurm") is SlurmSource
     assert issubclass(source_class("pbs"), BatchSource)

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daskhpc.exporter import build_registry
+from daskhpc.exporter.server import build_registry
 
 from test_exporter import CONFIG, DATA
 

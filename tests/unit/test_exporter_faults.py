@@ -13,10 +13,10 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from daskhpc.exporter import ConfigError, build_registry, load_config
-from daskhpc.exporter_collectors import BatchCollector, CertificateCollector, ExporterStats
-from daskhpc.exporter_slurm import SlurmSource
-from daskhpc.pbs_exporter import PbsSource
+from daskhpc.exporter.server import ConfigError, build_registry, load_config
+from daskhpc.exporter.collectors import BatchCollector, CertificateCollector, ExporterStats
+from daskhpc.exporter.slurm import SlurmSource
+from daskhpc.exporter.pbs import PbsSource
 from test_exporter import CONFIG, DATA, Clock, scrape, value
 
 pytestmark = pytest.mark.timeout(60)

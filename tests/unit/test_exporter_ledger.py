@@ -7,7 +7,7 @@ import json
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daskhpc.exporter_collectors import CertificateCollector, ExporterStats
+from daskhpc.exporter.collectors import CertificateCollector, ExporterStats
 
 NOW = 1714564800.0  # 2024-05-01T12:00:00Z
 

@@ -11,14 +11,14 @@ import pytest
 import yaml
 from client_helpers import CA_PASSPHRASE, make_pki
 
-from daskhpc.exporter import ConfigError, build_registry, load_config, serve
+from daskhpc.exporter.server import ConfigError, build_registry, load_config, serve
 
 PROMETHEUS = "prometheus-host"
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    from ansible_collections.onprem.daskhpc.plugins.module_utils import pki as site_pki
+    from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki as site_pki
 
     directory = tmp_path_factory.mktemp("pki")
     made = make_pki(directory, users=("alice",))

@@ -11,10 +11,10 @@ import pytest
 from client_helpers import lab_config, python_with_site_file, site_file, wait_for
 from distributed import Client
 
-from daskhpc import cluster as cluster_module
-from daskhpc.batch import SlurmBatch
-from daskhpc.cluster import BurstAdaptive, BurstCluster, WorkerStartError, start_failure_cause
-from daskhpc.progress import summarize
+from daskhpc.cluster import base as cluster_module
+from daskhpc.scheduler.slurm import SlurmBatch
+from daskhpc.cluster.base import BurstAdaptive, BurstCluster, WorkerStartError, start_failure_cause
+from daskhpc.cluster.progress import summarize
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import socket
 import ldap3
 import pytest
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as L
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as L
 
 BASE = "dc=t"
 PEOPLE = "ou=people,dc=t"

@@ -15,7 +15,7 @@ import pytest
 
 from ansible_collections.onprem.daskhpc.plugins.filter import pki as pki_filters
 from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as L
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as L
 from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
 from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr, SacctmgrError
 

@@ -1,5 +1,5 @@
 """Effective (nested) membership: the one reading the lookup, the sync module, the PKI user list and
-the audit share (module_utils/ldap.py effective_members), against ldap3's in-memory directory laid
+the audit share (module_utils/_core/ldap.py effective_members), against ldap3's in-memory directory laid
 out as each schema stores it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import ldap3
 import pytest
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as L
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as L
 from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
 
 AD = "DC=ad,DC=t"

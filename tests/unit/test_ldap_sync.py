@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.onprem.daskhpc.plugins.filter import ldap as ldap_filters
-from ansible_collections.onprem.daskhpc.plugins.module_utils import ldap as L
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as L
 from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
 from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr
 

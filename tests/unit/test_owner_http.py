@@ -12,8 +12,8 @@ import urllib.parse
 import pytest
 from client_helpers import CA_PASSPHRASE, USER, lab_config, make_pki, site_file, tls_section
 
-from daskhpc.cluster import BurstCluster
-from daskhpc.owner_http import LOOPBACK, OwnerScheduler
+from daskhpc.cluster.base import BurstCluster
+from daskhpc.cluster.owner_http import LOOPBACK, OwnerScheduler
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -24,7 +24,7 @@ SCRAPER = "prometheus-host"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    from ansible_collections.onprem.daskhpc.plugins.module_utils import pki as site_pki
+    from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki as site_pki
 
     directory = tmp_path_factory.mktemp("pki")
     made = make_pki(directory, users=(USER, OTHER))
@@ -135,7 +135,7 @@ def test_the_metrics_listener_serves_nothing_but_metrics_and_health(cluster, pki
 def test_a_user_cannot_swap_in_another_scheduler_class(pki, tmp_path):
     from distributed import Scheduler
 
-    from daskhpc.cluster import PolicyError
+    from daskhpc.cluster.base import PolicyError
 
     with site_file(tmp_path, lab_config(interface=None, tls=tls_section(pki))), \
             pytest.raises(PolicyError, match="scheduler_cls"):

@@ -1,4 +1,4 @@
-"""PBS configuration logic (module_utils/pbs.py) against recorded-format qmgr and qstat outputs.
+"""PBS configuration logic (module_utils/_core/pbs.py) against recorded-format qmgr and qstat outputs.
 
 The fixtures in tests/fixtures/pbs are written in the exact formats OpenPBS prints (qmgr.c display(),
 qstat.c prt_attr(), pbs_json.c generate_json()); no PBS server runs here (see docs/pbs.md).
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pbs, site_model
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pbs, site_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pbs"
 REPO = Path(__file__).resolve().parents[2]

@@ -14,12 +14,12 @@ import pytest
 from client_helpers import site_file
 from prometheus_client import generate_latest
 
-from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK
-from daskhpc.cluster import PolicyError, cluster_class
-from daskhpc.exporter import build_registry
-from daskhpc.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pending_reason
-from daskhpc.pbs_cluster import PBSBurstCluster, refused_pbs_directive
-from daskhpc.pbs_exporter import PbsSource
+from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK
+from daskhpc.cluster.base import BurstCluster, PolicyError, cluster_class
+from daskhpc.exporter.server import build_registry
+from daskhpc.scheduler.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pending_reason
+from daskhpc.cluster.pbs import BurstPBSJob, PBSBurstCluster, refused_pbs_directive
+from daskhpc.exporter.pbs import PbsSource
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pbs"
 
@@ -102,7 +102,7 @@ def test_batch_query_runs_one_qstat_and_tolerates_purged_ids(tmp_path):
 
 
 def test_batch_query_reports_a_down_server(tmp_path):
-    from daskhpc.batch import BatchError
+    from daskhpc.scheduler import BatchError
 
     empty = tmp_path / "empty"
     empty.write_text("")
@@ -228,8 +228,15 @@ def test_refused_directive_parser():
     assert refused_pbs_directive("-Wgroup_list=x") == "group (accounting and ACL)"
 
 
-def test_burst_cluster_picks_pbs_from_site_config():
+def test_burst_cluster_picks_pbs_from_site_config(tmp_path):
     assert cluster_class("pbs") is PBSBurstCluster
+    with site_file(tmp_path, dict(CONFIG)):
+        cluster = BurstCluster(security=False)
+        try:
+            assert isinstance(cluster, BurstCluster) and cluster.job_cls is BurstPBSJob
+            assert "#PBS -q burst" in directives(cluster.job_script())
+        finally:
+            cluster.close()
 
 
 def test_scale_beyond_policy_refused(make_cluster):
@@ -307,7 +314,7 @@ def test_exporter_serves_the_shared_metric_names():
 
 def test_exporter_keeps_serving_when_pbs_is_down():
     def down(argv):
-        from daskhpc.exporter_source import BatchSystemError
+        from daskhpc.exporter.source import BatchSystemError
 
         raise BatchSystemError("qstat: cannot connect to server pbs-head (errno=15010)")
 
@@ -324,6 +331,6 @@ def test_exporter_keeps_serving_when_pbs_is_down():
     ("Not Running: Insufficient amount of resource: ncpus (R: 1 A: 0 T: 1024)", "Resources"),
 ])
 def test_reason_labels_of_live_scheduler_comments(comment, reason):
-    from daskhpc.pbs import PbsJob, reason_label
+    from daskhpc.scheduler.pbs import PbsJob, reason_label
 
     assert reason_label(PbsJob("1.pbs", "dask-worker", "alice", "Q", "burst", comment=comment)) == reason

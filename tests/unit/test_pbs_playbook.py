@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pbs
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pbs
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "pbs"
@@ -175,7 +175,7 @@ def test_example_pbs_inventory_passes_syntax_check_and_validation():
                           cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     model = yaml.safe_load((REPO / "inventories/example-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
-    from ansible_collections.onprem.daskhpc.plugins.module_utils import site_model
+    from ansible_collections.onprem.daskhpc.plugins.module_utils._core import site_model
 
     validated = site_model.validate(model)
     assert validated["scheduler"] == "pbs"

@@ -1,4 +1,4 @@
-"""Unit tests of plugins/module_utils/pki.py: CA, issuance idempotence, renewal, errors, ledger, CRL."""
+"""Unit tests of plugins/module_utils/_core/pki.py: CA, issuance idempotence, renewal, errors, ledger, CRL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 
 PASS = "correct horse battery staple"
 DEFAULTS = {"days": 90, "renew_before_days": 30}

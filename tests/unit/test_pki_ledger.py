@@ -15,7 +15,7 @@ import shutil
 import pytest
 from cryptography import x509
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
 
 PASS = "correct horse battery staple"
 DEFAULTS = {"days": 90, "renew_before_days": 30, "create_dirs": True}
@@ -192,7 +192,7 @@ def test_ca_exporter_and_audit_read_the_ledger_alike(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
     from daskhpc.audit import certs
-    from daskhpc.exporter_collectors import CertificateCollector, ExporterStats
+    from daskhpc.exporter.collectors import CertificateCollector, ExporterStats
 
     path = tmp_path / "ledger.jsonl"
     path.write_bytes(LEDGER)

@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from ansible_collections.onprem.daskhpc.plugins.module_utils import pki, safepath
+from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki, safepath
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the CA runs as root; these attacks need root to test")
 

@@ -50,7 +50,7 @@ def test_module_fails_cleanly_without_cryptography(module, tmp_path):
 
 def test_pki_loads_without_cryptography():
     code = WITHOUT_CRYPTOGRAPHY.split("sys.argv", maxsplit=1)[0] + (
-        "from ansible_collections.onprem.daskhpc.plugins.module_utils import pki\n"
+        "from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki\n"
         "print(pki.HAS_CRYPTOGRAPHY, len(pki.REVOCATION_REASONS), pki.KEY_TYPES[0])\n")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")),
                           capture_output=True, text=True, timeout=60, check=True)

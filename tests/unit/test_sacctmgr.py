@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from daskhpc.model import sacctmgr as sm
-from daskhpc.model import slurm_accounting as sa
+from ansible_collections.onprem.daskhpc.plugins.module_utils import sacctmgr as sm
+from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_accounting as sa
 
 
 class FakeSacctmgr:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daskhpc.model import site_model as sm
+from daskhpc.core import site_model as sm
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from ansible_collections.onprem.daskhpc.plugins.filter import dask_client as cli
 from ansible_collections.onprem.daskhpc.plugins.filter import ldap as ldap_filters
 from ansible_collections.onprem.daskhpc.plugins.filter import pki as pki_filters
 from ansible_collections.onprem.daskhpc.plugins.filter import site as site_filters
-from daskhpc import exporter
-from daskhpc.model import site_model as sm
+from daskhpc.exporter import server as exporter
+from daskhpc.core import site_model as sm
 
 REPO = Path(__file__).resolve().parents[2]
 

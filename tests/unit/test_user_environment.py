@@ -16,7 +16,7 @@ import pytest
 from client_helpers import lab_config, site_file
 
 from daskhpc import environment
-from daskhpc.cluster import BurstCluster
+from daskhpc.cluster.base import BurstCluster
 from daskhpc.doctor import Doctor
 from daskhpc.environment import WorkerEnvironmentError
 

@@ -21,9 +21,10 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from daskhpc.model.site_model import expand_hostlist
+from daskhpc.core.site_model import expand_hostlist
+from daskhpc.scheduler.slurm import parse_timestamp
 
-from daskhpc.exporter_source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
 
 SEP = "|"
 # job id (array expression included), partition, state, pending reason, user, cpus, node list
@@ -98,12 +99,10 @@ def normalise_node_state(state):
     return base.rstrip("*~#!%$@^-") or "unknown"
 
 
-def parse_timestamp(text):
-    """SLURM's local-time ``YYYY-MM-DDTHH:MM:SS`` to epoch seconds; None for Unknown/None."""
-    try:
-        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
+def epoch_seconds(text):
+    """SLURM's local-time timestamp as epoch seconds; None for Unknown/None."""
+    when = parse_timestamp(text)
+    return None if when is None else when.timestamp()
 
 
 def parse_sinfo(text):
@@ -130,7 +129,7 @@ def parse_sinfo(text):
         nodes[name] = Node(
             name=name, partitions=[partition], state=node_state, cpus=total,
             cpus_allocated=alloc, cpus_idle=idle, cpus_other=other,
-            unavailable_since=parse_timestamp(since),
+            unavailable_since=epoch_seconds(since),
         )
     return ClusterState(nodes=list(nodes.values()), jobs=[], partitions_up=partitions_up)
 
@@ -143,7 +142,7 @@ def parse_sacct_preemptions(text):
         if len(fields) != 5 or not fields[4].upper().startswith("PREEMPTED"):
             continue
         job_id, partition, user, end, _state = fields
-        when = parse_timestamp(end)
+        when = epoch_seconds(end)
         if when is not None:
             events.append(Preemption(job_id=job_id, partition=partition, user=user, time=when))
     return events

@@ -5,13 +5,13 @@ The exporter is split in two so that every batch system yields the same metric n
 * a **source** (one per batch system) reads the scheduler with as few calls as possible and
   returns plain records -- :class:`ClusterState` (nodes and jobs), :class:`Preemption` events
   and optional scheduler-specific health metric families;
-* :class:`daskhpc.exporter_collectors.BatchCollector` turns those records into the
+* :class:`daskhpc.exporter.collectors.BatchCollector` turns those records into the
   ``daskhpc_*`` metrics, caches them and throttles the source.
 
 To add a batch system (the PBS collector does this), subclass :class:`BatchSource` in a module
 ``daskhpc/exporter_<scheduler>.py``, implement :meth:`~BatchSource.read_state`, and optionally
 :meth:`~BatchSource.read_preemptions` and :meth:`~BatchSource.read_health`, then add the class
-to ``SOURCES`` in ``daskhpc/exporter.py`` under the site model's ``scheduler`` value.
+to ``SOURCES`` in ``daskhpc/exporter/server.py`` under the site model's ``scheduler`` value.
 Sources run every command through :meth:`BatchSource.run`, which bounds it by
 ``command_timeout_seconds`` and by what is left of the scrape's budget (``deadline``, set by the
 collector), and raise :class:`BatchSystemError` (with a ``reason``) when the scheduler cannot be
@@ -39,7 +39,7 @@ import os
 import shutil
 import time
 
-from daskhpc.model import command
+from daskhpc.core import command
 
 # Node states that mean "this node cannot take work"; alerts watch how long nodes stay in them.
 UNAVAILABLE_NODE_STATES = ("down", "drained", "draining", "fail", "failing", "maint", "unknown")

@@ -11,8 +11,8 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from daskhpc.exporter_source import UNAVAILABLE_NODE_STATES, BatchSystemError
-from daskhpc.model.pki import parse_ledger
+from daskhpc.exporter.source import UNAVAILABLE_NODE_STATES, BatchSystemError
+from daskhpc.core.pki import parse_ledger
 
 log = logging.getLogger("daskhpc.exporter")
 
@@ -83,7 +83,7 @@ def _partition_of(job):
 
 
 class BatchCollector:
-    """Cluster metrics from a :class:`~daskhpc.exporter_source.BatchSource`, cached and throttled.
+    """Cluster metrics from a :class:`~daskhpc.exporter.source.BatchSource`, cached and throttled.
 
     The source is read at most once per ``min_interval_seconds`` however often Prometheus (or
     several Prometheus servers) scrape; health and accounting at most once per

@@ -4,18 +4,18 @@
     with BurstCluster(workers=16) as cluster, cluster.get_client() as client:
         ...
 
-The class hierarchy follows dask-jobqueue's: a scheduler-neutral
-``BurstClusterBase`` (policy, job-state sync, progress, TLS, discovery) mixed
-into a dask-jobqueue cluster class, with the scheduler-specific parts in small
-hooks (``policy_job_kwargs``, ``policy_directive_lines``, ``refused_field``,
-``directive_prefix``, ``job_cls``, ``batch_cls``). ``SlurmBurstCluster`` is the
-SLURM one; a PBS class plugs in the same way and is picked by ``BurstCluster()``
-from the site configuration (``daskhpc.scheduler``).
+The design is dask-jobqueue's: one cluster class, and the batch system's part in the job class
+(``job_cls``). ``BurstCluster`` is scheduler-neutral (policy, job-state sync, progress, TLS, discovery);
+it takes the job class of the site's scheduler (``daskhpc.scheduler`` in the client configuration):
+``daskhpc.cluster.slurm.BurstSLURMJob`` or ``daskhpc.cluster.pbs.BurstPBSJob``. A job class says how its
+jobs are put inside policy (``policy_job_kwargs``, ``policy_directive_lines``, ``refused_field``,
+``directive_prefix``) and read back (``batch_cls``). ``SlurmBurstCluster`` and ``PBSBurstCluster`` are
+subclasses that fix the job class whatever the site says.
 
 The client fails closed. The policy comes from the site file only (``daskhpc.config``); every job
 script is checked as a whole just before it is submitted (``JobScriptRules``), whatever produced
 it (arguments, dask-jobqueue's own ``jobqueue.*`` configuration, ...); batch commands run with a
-clean environment and a timeout (``daskhpc.batch``); where the site requires TLS, only TLS bound to
+clean environment and a timeout (``daskhpc.scheduler``); where the site requires TLS, only TLS bound to
 the user's identity is accepted, and the scheduler proves at start that it refuses strangers.
 """
 
@@ -38,7 +38,7 @@ from time import time
 import dask.config
 
 from dask.utils import format_bytes, parse_bytes, parse_timedelta
-from dask_jobqueue.slurm import SLURMCluster, SLURMJob, slurm_format_bytes_ceil
+from dask_jobqueue.core import JobQueueCluster
 from distributed.core import Status
 from distributed.deploy.adaptive import Adaptive
 from distributed.deploy.cluster import Cluster
@@ -47,10 +47,10 @@ from tornado.ioloop import PeriodicCallback
 
 from daskhpc import config as site
 from daskhpc import discovery, environment
-from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK, BatchError, SlurmBatch
-from daskhpc.model.site_model import format_slurm_minutes, parse_duration_minutes
-from daskhpc.owner_http import OwnerScheduler, dashboard_link
-from daskhpc.progress import Progress, summarize
+from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK, BatchError
+from daskhpc.core.site_model import format_slurm_minutes, parse_duration_minutes
+from daskhpc.cluster.owner_http import OwnerScheduler, dashboard_link
+from daskhpc.cluster.progress import Progress, summarize
 from daskhpc.security import IdentitySecurity, cluster_security, current_user, verify_scheduler_refuses_strangers
 
 logger = logging.getLogger("daskhpc.cluster")
@@ -315,9 +315,43 @@ class BurstAdaptive(Adaptive):
 
 
 class BurstJobMixin:
-    """Scheduler-neutral part of a burst job: an exec'd ``daskhpc.worker`` and policy-safe submission."""
+    """Scheduler-neutral part of a burst job: an exec'd ``daskhpc.worker`` and policy-safe submission.
+
+    A batch system's job class adds what only it knows: ``batch_cls`` (reads job state), ``directive_prefix``
+    and the policy hooks below.
+    """
 
     batch_cls = None
+    directive_prefix = None
+
+    def __init__(self, *args, burst_rules, **kwargs):
+        super().__init__(*args, **kwargs)  # the batch system's dask-jobqueue job class, next in the MRO
+        self._burst_init(burst_rules)
+
+    @staticmethod
+    def policy_job_kwargs(policy, *, walltime_minutes, signal_margin, cores, memory, log_directory):
+        """Job keyword arguments that put the job on the burst partition/QOS/account;
+        ``job_extra_directives`` holds the policy's own extra directives only."""
+        raise NotImplementedError
+
+    @staticmethod
+    def policy_directive_lines(job_kwargs, cores, memory):
+        """Header lines dask-jobqueue writes that the policy needs (``job_directives_skip`` may not drop them)."""
+        return []
+
+    @staticmethod
+    def refused_field(text):
+        """The policy field a directive (without its prefix) would change, or None."""
+        raise NotImplementedError
+
+    @staticmethod
+    def error_log(log_directory, job_id):
+        """The path of a job's stderr log, or None when the batch system names it itself."""
+        return None
+
+    @staticmethod
+    def refuse_cluster_kwargs(kwargs):
+        """Refuse (PolicyError) cluster keyword arguments this batch system's policy sets itself."""
 
     def _burst_init(self, rules):
         # exec: the worker becomes the job's main process, so the batch system's signals reach it.
@@ -348,19 +382,8 @@ class BurstJobMixin:
                 logger.info("could not cancel job %s: %s", job_id, exc)
 
 
-class BurstSLURMJob(BurstJobMixin, SLURMJob):
-    batch_cls = SlurmBatch
-
-    def __init__(self, *args, burst_rules, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._burst_init(burst_rules)
-
-
 class BurstClusterBase:
-    """Policy, job-state sync, progress, TLS and discovery; mixed into a dask-jobqueue cluster class."""
-
-    batch_cls = None
-    directive_prefix = None
+    """Policy, job-state sync, progress, TLS and discovery; mixed into dask-jobqueue's cluster class."""
 
     def __init__(self, workers=None, *, cores=None, memory=None, processes=None, walltime=None,
                  job_extra_directives=None, job_script_prologue=None, job_directives_skip=None,
@@ -369,8 +392,13 @@ class BurstClusterBase:
         # The policy comes from the site file only (daskhpc.config): no argument can replace it.
         cfg = site.require_site(site.site_config())
         self.site_config = cfg
+        if "job_cls" in kwargs:
+            raise PolicyError("job_cls: the site's scheduler picks the job class (or use SlurmBurstCluster or "
+                              "PBSBurstCluster). Remove the argument.")
+        self.job_cls = getattr(type(self), "job_cls", None) or cluster_class().job_cls
         self.policy = policy = BurstPolicy(cfg)
         self._refuse_policy_kwargs(kwargs)
+        self.job_cls.refuse_cluster_kwargs(kwargs)
         self._refuse_plaintext_options(cfg, scheduler_options, kwargs)
         security = self._burst_security(cfg, security)
 
@@ -392,17 +420,17 @@ class BurstClusterBase:
             worker_args = ["--nworkers", str(processes)] + worker_args
         self.log_directory = private_log_directory(log_directory or cfg.get("log-directory"))
         self.worker_python = worker_python(python, cfg.get("python"))
-        job_kwargs = self.policy_job_kwargs(walltime_minutes=walltime_minutes, signal_margin=margin,
-                                            cores=int(cores), memory=parse_bytes(memory),
-                                            log_directory=self.log_directory)
+        job_kwargs = self.job_cls.policy_job_kwargs(policy, walltime_minutes=walltime_minutes, signal_margin=margin,
+                                                    cores=int(cores), memory=parse_bytes(memory),
+                                                    log_directory=self.log_directory)
         policy_extras = job_kwargs["job_extra_directives"]
-        header = self.policy_directive_lines(job_kwargs, int(cores), parse_bytes(memory))
+        header = self.job_cls.policy_directive_lines(job_kwargs, int(cores), parse_bytes(memory))
         self._check_skips(job_directives_skip, header)
         job_kwargs["job_extra_directives"] = policy_extras + list(job_extra_directives or [])
         required = header + ["%s %s" % (self.directive_prefix, line) for line in policy_extras]
         job_kwargs["burst_rules"] = JobScriptRules(policy, self.directive_prefix, required, self.refused_field)
 
-        self.batch = self.batch_cls()
+        self.batch = self.job_cls.batch_cls()
         show = cfg.get("progress", True) if progress is None else progress
         self.progress = Progress(enabled=bool(show))
         self.requeues = 0
@@ -419,7 +447,7 @@ class BurstClusterBase:
 
         scheduler_options = dict(scheduler_options or {})
         # OwnerScheduler keeps only the port: the dashboard listens on loopback behind a token, and
-        # /metrics over mutual TLS (daskhpc.owner_http).
+        # /metrics over mutual TLS (daskhpc.cluster.owner_http).
         scheduler_options.setdefault("dashboard_address", cfg.get("dashboard-address") or ":0")
         scheduler_options.setdefault("dashboard", True)
         if kwargs.pop("scheduler_cls", OwnerScheduler) is not OwnerScheduler:
@@ -437,6 +465,7 @@ class BurstClusterBase:
                 security=security,
                 scheduler_options=scheduler_options,
                 scheduler_cls=OwnerScheduler,
+                job_cls=self.job_cls, config_name=self.job_cls.config_name,
                 **job_kwargs, **kwargs)
         except Exception:
             # A start that failed (e.g. the TLS self-check) must not leave the event loop's thread behind.
@@ -447,20 +476,14 @@ class BurstClusterBase:
         if workers:
             self.scale(workers)
 
-    # --- hooks for the scheduler-specific subclass ---------------------------------------------
+    # --- the batch system's part: its job class's ------------------------------------------------
 
-    def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
-        """Job keyword arguments that put the job on the burst partition/QOS/account (scheduler-specific);
-        ``job_extra_directives`` holds the policy's own extra directives only."""
-        raise NotImplementedError
-
-    def policy_directive_lines(self, job_kwargs, cores, memory):
-        """Header lines dask-jobqueue writes that the policy needs (``job_directives_skip`` may not drop them)."""
-        return []
+    @property
+    def directive_prefix(self):
+        return self.job_cls.directive_prefix
 
     def refused_field(self, text):
-        """The policy field a directive (without its prefix) would change, or None (scheduler-specific)."""
-        raise NotImplementedError
+        return self.job_cls.refused_field(text)
 
     @property
     def _dummy_job(self):
@@ -765,8 +788,7 @@ class BurstClusterBase:
         self.loop.add_callback(self._correct_state)
 
     def error_log(self, job_id):
-        """The path of a job's stderr log, or None when the batch system names it itself (scheduler-specific)."""
-        return None
+        return self.job_cls.error_log(self.log_directory, job_id)
 
     def describe_start_failure(self, job_id, state):
         """"worker job 12 failed (FAILED) before any worker connected: <cause> (log: <path>)"."""
@@ -880,68 +902,20 @@ def _bound_to_user(security):
             and bool(security.tls_scheduler_cert) and bool(security.tls_client_cert))
 
 
-class SlurmBurstCluster(BurstClusterBase, SLURMCluster):
-    """BurstCluster on SLURM: partition, QOS and account fixed, requeueable jobs, ``--signal`` before the end."""
+class BurstCluster(BurstClusterBase, JobQueueCluster):
+    """A Dask cluster on the site's burst partition. ``BurstCluster(workers=16)``; see docs/data-scientists.md.
 
-    job_cls = BurstSLURMJob
-    batch_cls = SlurmBatch
-    directive_prefix = "#SBATCH"
-    # sbatch options -> what they would change; user directives may set none of them.
-    policy_options = {
-        "-p": "partition", "--partition": "partition",
-        "-q": "QOS", "--qos": "QOS",
-        "-A": "account", "--account": "account",
-        "-M": "cluster", "--clusters": "cluster",
-        "--reservation": "reservation",
-        "-c": "cores", "--cpus-per-task": "cores", "-n": "cores", "--ntasks": "cores", "-N": "cores",
-        "--nodes": "cores", "--ntasks-per-node": "cores", "--exclusive": "cores",
-        "--mem": "memory", "--mem-per-cpu": "memory", "--mem-per-gpu": "memory",
-        "-t": "walltime", "--time": "walltime",
-        "-a": "number of jobs", "--array": "number of jobs",
-        "-o": "log files", "--output": "log files", "-e": "log files", "--error": "log files",
-    }
-    # sbatch's short options without an argument: in a bundle such as -Hp prod the next letter is an option.
-    flag_letters = "hHkOQsuvVW"
-
-    def refused_field(self, text):
-        return refused_option_field(text, self.policy_options, self.flag_letters)
-
-    def error_log(self, job_id):
-        return "%s/dask-worker-%s.err" % (self.log_directory, job_id)  # as --error= in policy_job_kwargs
-
-    def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
-        policy = self.policy
-        return {
-            "queue": policy.partition,
-            "account": policy.account,
-            "walltime": format_slurm_minutes(walltime_minutes),
-            # Given here so that dask-jobqueue's jobqueue.slurm.job-cpu/job-mem settings cannot apply.
-            "job_cpu": cores,
-            "job_mem": slurm_format_bytes_ceil(memory),
-            "job_extra_directives": [
-                "--qos=%s" % policy.qos,
-                # Preemption requeues the job (PreemptMode=REQUEUE needs requeueable jobs).
-                "--requeue",
-                # SIGTERM to the worker (B: the batch step, which the worker exec'd into) before walltime;
-                # with PreemptParameters=send_user_signal (SLURM >= 23.02) also when preemption's GraceTime starts.
-                "--signal=B:TERM@%d" % signal_margin,
-                # Absolute paths in the user's private directory, never the working directory.
-                "--output=%s/dask-worker-%%j.out" % log_directory,
-                "--error=%s/dask-worker-%%j.err" % log_directory,
-            ],
-        }
-
-    def policy_directive_lines(self, job_kwargs, cores, memory):
-        return ["#SBATCH -p %s" % job_kwargs["queue"], "#SBATCH -A %s" % job_kwargs["account"], "#SBATCH -n 1",
-                "#SBATCH --cpus-per-task=%d" % cores, "#SBATCH --mem=%s" % job_kwargs["job_mem"],
-                "#SBATCH -t %s" % job_kwargs["walltime"]]
+    The job class (dask-jobqueue's ``job_cls``) is the site's scheduler's (``daskhpc.scheduler``); the
+    subclasses ``SlurmBurstCluster`` and ``PBSBurstCluster`` fix it instead.
+    """
 
 
-# Cluster classes by the site's scheduler; the PBS module registers its class here.
-SCHEDULER_CLASSES = {"slurm": "daskhpc.cluster:SlurmBurstCluster", "pbs": "daskhpc.pbs_cluster:PBSBurstCluster"}
+# The cluster class of each batch system, by the site model's scheduler name.
+SCHEDULER_CLASSES = {"slurm": "daskhpc.cluster.slurm:SlurmBurstCluster", "pbs": "daskhpc.cluster.pbs:PBSBurstCluster"}
 
 
 def cluster_class(scheduler=None):
+    """The cluster class of a scheduler (default: the site's); its ``job_cls`` is that batch system's."""
     scheduler = scheduler or site.policy().get("scheduler") or "slurm"
     target = SCHEDULER_CLASSES.get(scheduler)
     if target is None:
@@ -949,17 +923,3 @@ def cluster_class(scheduler=None):
                                  % (scheduler, ", ".join(SCHEDULER_CLASSES)))
     module, _sep, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-class BurstCluster(SlurmBurstCluster):
-    """A Dask cluster on the site's burst partition. ``BurstCluster(workers=16)``; see docs/data-scientists.md.
-
-    On a PBS site (``daskhpc.scheduler: pbs``) this returns the PBS class's cluster instead.
-    """
-
-    def __new__(cls, *args, **kwargs):
-        if cls is BurstCluster:
-            scheduler = site.policy().get("scheduler") or "slurm"
-            if scheduler != "slurm":
-                return cluster_class(scheduler)(*args, **kwargs)
-        return super().__new__(cls)

@@ -8,7 +8,7 @@ import sys
 import time
 from collections import Counter
 
-from daskhpc.batch import ENDING, PENDING, RUNNING, STUCK, SUSPENDED
+from daskhpc.scheduler import ENDING, PENDING, RUNNING, STUCK, SUSPENDED
 
 logger = logging.getLogger("daskhpc.progress")
 

@@ -3,7 +3,7 @@
 """OpenPBS configuration through qmgr: read, validate, compare, and the commands for the differences.
 
 Pure Python (no Ansible imports): the modules, the filter plugin, the ``daskhpc`` package
-(as ``daskhpc.model.pbs``) and the tests share it.
+(as ``daskhpc.core.pbs``) and the tests share it.
 
 Formats, as OpenPBS writes them (src/cmds/qmgr.c ``display()``, src/cmds/qstat.c ``prt_attr()``,
 src/lib/Libattr/attr_fn_entlim.c ``encode_entlim()``, src/lib/Libutil/pbs_json.c):
@@ -45,7 +45,7 @@ class CommandRunner:
 
 
 class SubprocessRunner(CommandRunner):
-    """Runs commands with a timeout (module_utils/command.py): what the pbs_* modules and the package use."""
+    """Runs commands with a timeout (module_utils/_core/command.py): what the pbs_* modules and the package use."""
 
     def __init__(self, timeout=command.DEFAULT_TIMEOUT):
         self.timeout = timeout

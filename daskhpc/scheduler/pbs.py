@@ -1,7 +1,7 @@
 """OpenPBS for the Dask client and the exporter: read ``qstat -f -F json`` and ``pbsnodes -av -F json``.
 
 The qmgr side (``print server``, ``qstat -Qf -F json``, the attribute tables) lives in the collection's
-``module_utils/pbs.py``, shipped here as :mod:`daskhpc.model.pbs`; its JSON loader is reused so that
+``module_utils/_core/pbs.py``, shipped here as :mod:`daskhpc.core.pbs`; its JSON loader is reused so that
 repeated keys (entity limits) are kept.
 
 Formats (OpenPBS src/cmds/qstat.c, src/cmds/pbsnodes.c, src/lib/Libutil/pbs_json.c): both print
@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from daskhpc import batch
-from daskhpc.batch import ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, JobState
-from daskhpc.model.pbs import PbsError, loads_pbs_json, time_seconds
+from daskhpc import scheduler
+from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, JobState
+from daskhpc.core.pbs import PbsError, loads_pbs_json, time_seconds
 
 # job_state letters (qstat(1B)): phases the BurstCluster acts on.
 PBS_PHASES = {
@@ -234,7 +234,7 @@ class PbsBatch(BatchSystem):
         if not job_ids:
             return {}
         command = self.query_command(job_ids)
-        returncode, text, errors = await batch.run_command(command, env=self.command_environment())
+        returncode, text, errors = await scheduler.run_command(command, env=self.command_environment())
         # qstat still prints the jobs it knows when some ids are unknown (purged from history):
         # those are simply absent, and the cluster replaces them after a few polls.
         if returncode != 0 and not text.strip().startswith("{"):

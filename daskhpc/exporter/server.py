@@ -40,9 +40,9 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
-from daskhpc.exporter_collectors import BatchCollector, CertificateCollector, ExporterStats
-from daskhpc.exporter_slurm import SlurmSource
-from daskhpc.exporter_source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter.collectors import BatchCollector, CertificateCollector, ExporterStats
+from daskhpc.exporter.slurm import SlurmSource
+from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
 
 DEFAULT_CONFIG = "/etc/daskhpc/exporter.yaml"
 DEFAULTS = {
@@ -68,7 +68,7 @@ TLS_KEYS = ("cert", "key", "ca", "crl", "allow")
 
 #: scheduler name (site model ``scheduler``) -> BatchSource subclass, or "module:Class" imported
 #: on first use (so a SLURM site never imports the PBS source and vice versa).
-SOURCES = {"slurm": SlurmSource, "pbs": "daskhpc.pbs_exporter:PbsSource"}
+SOURCES = {"slurm": SlurmSource, "pbs": "daskhpc.exporter.pbs:PbsSource"}
 
 
 def source_class(scheduler):

@@ -1,4 +1,7 @@
-"""What the batch system says about a cluster's jobs.
+"""What the batch system says about a cluster's jobs: the phases, the interface and the async runner.
+
+One adapter per batch system lives beside this module (``slurm.py``, ``pbs.py``); the synchronous
+runner for the CLI and the exporter is the core's :func:`daskhpc.core.command.run`.
 
 dask-jobqueue never asks the batch system for job state, so it cannot tell a
 pending job from a running one, nor notice jobs that were preempted, requeued
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -138,122 +140,3 @@ async def _run(command, env=None, timeout=None):
     if returncode != 0:
         raise BatchError("%s failed (exit %d): %s" % (" ".join(command), returncode, err.strip()))
     return out
-
-
-def run_sync(command, timeout=30, env=None):
-    """Run a command for the CLI (doctor); returns (returncode, stdout, stderr), 124 when it timed out."""
-    try:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    except FileNotFoundError:
-        return 127, "", "%s: command not found" % command[0]
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        proc.communicate()
-        return 124, "", "%s: no answer within %g s" % (command[0], timeout)
-    return proc.returncode, out, err
-
-
-# --- SLURM ---------------------------------------------------------------------
-
-SLURM_PHASES = {
-    "PENDING": PENDING, "REQUEUED": PENDING, "REQUEUE_FED": PENDING, "CONFIGURING": PENDING,
-    "RESIZING": PENDING, "RESV_DEL_HOLD": PENDING, "POWER_UP_NODE": PENDING,
-    "RUNNING": RUNNING, "SIGNALING": RUNNING, "STAGE_OUT": ENDING, "COMPLETING": ENDING,
-    "SUSPENDED": SUSPENDED, "STOPPED": SUSPENDED,
-    "REQUEUE_HOLD": STUCK, "SPECIAL_EXIT": STUCK,
-    "COMPLETED": ENDED, "CANCELLED": ENDED, "FAILED": ENDED, "TIMEOUT": ENDED, "NODE_FAIL": ENDED,
-    "PREEMPTED": ENDED, "BOOT_FAIL": ENDED, "DEADLINE": ENDED, "OUT_OF_MEMORY": ENDED, "REVOKED": ENDED,
-}
-
-# Input variables of SLURM's commands. sbatch ranks SBATCH_* above #SBATCH lines (SBATCH_PARTITION,
-# SBATCH_QOS, SBATCH_ACCOUNT, ...), SLURM_CONF and SLURM_CLUSTERS point at another controller, and
-# SQUEUE_*/SACCT_*/SCANCEL_* change what the others report or act on: none of them may reach a command.
-SLURM_ENV_PREFIXES = ("SBATCH_", "SLURM_", "SQUEUE_", "SACCT_", "SCANCEL_", "SCONTROL_", "SINFO_", "SACCTMGR_")
-
-SQUEUE_FORMAT = "%i|%T|%r|%S|%e|%l|%N"
-
-
-def _slurm_time(text):
-    text = (text or "").strip()
-    if not text or text in ("N/A", "Unknown", "None"):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
-    except ValueError:
-        return None
-
-
-def _slurm_duration_s(text):
-    """Seconds in SLURM's [D-]HH:MM:SS / MM:SS; None for UNLIMITED or junk."""
-    text = (text or "").strip()
-    if not text or text.upper() in ("UNLIMITED", "INVALID", "N/A"):
-        return None
-    days = 0
-    if "-" in text:
-        day_text, text = text.split("-", 1)
-        days = int(day_text)
-    parts = [int(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    hours, minutes, seconds = parts
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
-def slurm_phase(state):
-    # sacct writes e.g. "CANCELLED by 1000"
-    word = (state or "").split()[0] if state else ""
-    return SLURM_PHASES.get(word.rstrip("+"), ENDED if word else PENDING)
-
-
-class SlurmBatch(BatchSystem):
-    name = "slurm"
-    environment_prefixes = SLURM_ENV_PREFIXES
-
-    def __init__(self, squeue="squeue", sacct="sacct", scontrol="scontrol"):
-        self.squeue = squeue
-        self.sacct = sacct
-        self.scontrol = scontrol
-
-    def query_command(self, job_ids):
-        # --states=all keeps jobs that ended within MinJobAge, so most endings need no sacct call.
-        return [self.squeue, "--noheader", "--states=all", "--jobs=" + ",".join(job_ids),
-                "--format=" + SQUEUE_FORMAT]
-
-    def parse_query(self, text):
-        states = {}
-        for line in text.splitlines():
-            fields = line.strip().split("|")
-            if len(fields) < 7:
-                continue
-            job_id, state, reason, start, end, limit, nodes = fields[:7]
-            states[job_id] = JobState(
-                job_id=job_id, state=state, phase=slurm_phase(state),
-                reason="" if reason in ("None", "(null)") else reason,
-                start=_slurm_time(start), end=_slurm_time(end), time_limit_s=_slurm_duration_s(limit),
-                nodes=nodes)
-        return states
-
-    def history_command(self, job_ids):
-        return [self.sacct, "--noheader", "--parsable2", "--allocations", "--duplicates",
-                "--jobs=" + ",".join(job_ids), "--format=JobID,State,Reason,Start,End,Timelimit,NodeList"]
-
-    def parse_history(self, text):
-        # With --duplicates a requeued job has one line per run; the last one is the current run.
-        return self.parse_query(text)
-
-    async def query(self, job_ids):
-        try:
-            return await super().query(job_ids)
-        except BatchError as exc:
-            # squeue refuses the whole list when one id has left the controller; sacct knows them all.
-            if "Invalid job id" not in str(exc):
-                raise
-            job_ids = [str(j) for j in job_ids if j]
-            return self.parse_history(await self.run(self.history_command(job_ids)))
-
-    def release_command(self, job_ids):
-        # SLURM holds a requeued job back for about two minutes (reason BeginTime); its owner may lift that.
-        return [self.scontrol, "update", "JobId=" + ",".join(job_ids), "StartTime=now"]

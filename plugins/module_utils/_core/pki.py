@@ -629,7 +629,7 @@ def describe_cert(cert):
 
 
 def leaf_dir(req, path, create=False):
-    """The directory of one of a request's files, reached safely (plugins/module_utils/safepath.py).
+    """The directory of one of a request's files, reached safely (plugins/module_utils/_core/safepath.py).
 
     A request with ``home`` (a user's credential) is confined to that home, which must be the
     owner's own directory, and to directories the owner owns below it.

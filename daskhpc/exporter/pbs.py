@@ -3,7 +3,7 @@
 Per refresh: one ``qstat -f -F json`` (jobs), one ``pbsnodes -av -F json`` (nodes) and one
 ``qstat -Qf -F json`` (whether each queue is enabled and started) -- never a call per node or job.
 
-Mapping onto the exporter's shared vocabulary (``daskhpc/exporter_source.py``):
+Mapping onto the exporter's shared vocabulary (``daskhpc/exporter/source.py``):
 
 * partitions are queues; a node serves the queue named in its ``queue`` attribute, else the queues in
   its ``resources_available.Qlist``, else every configured queue (PBS's default: any queue may use any
@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import time
 
-from daskhpc.batch import BatchError
-from daskhpc.exporter_source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
-from daskhpc.model.pbs import parse_qstat_queues
-from daskhpc.pbs import parse_pbsnodes, parse_qstat_jobs, reason_label
+from daskhpc.scheduler import BatchError
+from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.core.pbs import parse_qstat_queues
+from daskhpc.scheduler.pbs import parse_pbsnodes, parse_qstat_jobs, reason_label
 
 JOB_STATES = {"Q": "pending", "W": "pending", "T": "pending", "H": "pending", "R": "running", "B": "running",
               "E": "completing", "S": "suspended", "U": "suspended", "F": "completed", "X": "completed",

@@ -1558,7 +1558,7 @@ def scrape_seconds(model):
 
 def exporter_config(model, ledger_path=None, *, listen_address="127.0.0.1", min_interval_seconds=10,
                     slow_interval_seconds=60, slurm_bin_dir="", tls=None):
-    """The exporter's configuration (daskhpc/exporter.py reads it).
+    """The exporter's configuration (daskhpc/exporter/server.py reads it).
 
     A scrape must end before Prometheus gives up on it (scrape_timeout: 10 s, or the scrape interval
     if that is shorter), so the exporter's budget is 80 % of that and one command may take 5/8 of it.

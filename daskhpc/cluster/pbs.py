@@ -1,7 +1,7 @@
-"""``BurstCluster`` on PBS: dask-jobqueue's ``PBSCluster`` with the same policy enforcement as on SLURM.
+"""``BurstCluster`` on PBS: dask-jobqueue's ``PBSJob`` with the same policy enforcement as on SLURM.
 
-``daskhpc.cluster.BurstCluster()`` returns a :class:`PBSBurstCluster` when the site configuration says
-``scheduler: pbs`` (``daskhpc.cluster.SCHEDULER_CLASSES``). What it fixes in every job script:
+``BurstCluster()`` takes :class:`BurstPBSJob` as its job class when the site configuration says
+``scheduler: pbs`` (``daskhpc.cluster.base.SCHEDULER_CLASSES``). What it fixes in every job script:
 
 * ``#PBS -q <burst queue>`` and ``#PBS -A <burst account>``: the queue's ACLs and limits are the real
   guard; ``queue=``, ``account=``/``project=`` and directives ``-q``, ``-A``, ``-P``, ``-W group_list``
@@ -21,11 +21,11 @@ cluster's job-state sync (``PbsBatch``) sees it queued again.
 
 from __future__ import annotations
 
-from dask_jobqueue.pbs import PBSCluster, PBSJob, pbs_format_bytes_ceil
+from dask_jobqueue.pbs import PBSJob, pbs_format_bytes_ceil
 
-from daskhpc.cluster import BurstClusterBase, BurstJobMixin, PolicyError, directive_tokens
-from daskhpc.model.pbs import format_time
-from daskhpc.pbs import PbsBatch
+from daskhpc.cluster.base import BurstCluster, BurstJobMixin, PolicyError, directive_tokens
+from daskhpc.core.pbs import format_time
+from daskhpc.scheduler.pbs import PbsBatch
 
 # qsub options that would move a job out of the burst policy -> what they change
 REFUSED_FLAGS = {"-q": "queue", "-A": "account", "-P": "project", "-r": "rerunnable flag (must stay y)",
@@ -68,33 +68,23 @@ def refused_pbs_directive(line):
 
 class BurstPBSJob(BurstJobMixin, PBSJob):
     batch_cls = PbsBatch
-
-    def __init__(self, *args, burst_rules, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._burst_init(burst_rules)
-
-
-class PBSBurstCluster(BurstClusterBase, PBSCluster):
-    """BurstCluster on PBS: burst queue and account fixed, rerunnable jobs, walltime within policy."""
-
-    job_cls = BurstPBSJob
-    batch_cls = PbsBatch
     directive_prefix = "#PBS"
 
-    def __init__(self, workers=0, **kwargs):
+    @staticmethod
+    def refuse_cluster_kwargs(kwargs):
         if kwargs.get("resource_spec") is not None:
             raise PolicyError("resource_spec=%r: burst jobs request one chunk built from cores= and memory=, "
                               "which the site's burst policy checks. Remove resource_spec." % kwargs["resource_spec"])
         kwargs.pop("resource_spec", None)
-        super().__init__(workers, **kwargs)
 
-    def refused_field(self, text):
+    @staticmethod
+    def refused_field(text):
         return refused_pbs_directive(text)
 
-    def policy_job_kwargs(self, walltime_minutes, signal_margin, cores, memory, log_directory):
-        policy = self.policy
-        # PBS has no --signal: workers retire before walltime through --lifetime (set by the base
-        # class), and on preemption MoM's SIGTERM (kill_delay before SIGKILL) makes them retire.
+    @staticmethod
+    def policy_job_kwargs(policy, *, walltime_minutes, signal_margin, cores, memory, log_directory):
+        # PBS has no --signal: workers retire before walltime through --lifetime (set by the cluster),
+        # and on preemption MoM's SIGTERM (kill_delay before SIGKILL) makes them retire.
         return {
             "queue": policy.partition,
             "account": policy.account,
@@ -105,6 +95,13 @@ class PBSBurstCluster(BurstClusterBase, PBSCluster):
             "job_extra_directives": ["-r y", "-o %s/" % log_directory, "-e %s/" % log_directory],
         }
 
-    def policy_directive_lines(self, job_kwargs, cores, memory):
+    @staticmethod
+    def policy_directive_lines(job_kwargs, cores, memory):
         return ["#PBS -q %s" % job_kwargs["queue"], "#PBS -A %s" % job_kwargs["account"],
                 "#PBS -l %s" % job_kwargs["resource_spec"], "#PBS -l walltime=%s" % job_kwargs["walltime"]]
+
+
+class PBSBurstCluster(BurstCluster):
+    """BurstCluster on PBS whatever the site's scheduler: burst queue and account fixed, rerunnable jobs."""
+
+    job_cls = BurstPBSJob
