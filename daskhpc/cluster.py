@@ -328,6 +328,7 @@ class BurstJobMixin:
         self.batch_state = None
         self.last_phase = None
         self.ever_ran = False
+        self.restarts = None  # the batch system's start count when last polled (PBS run_count)
         self.retiring = False
         self.missing_polls = 0
         self.submitted_at = None
@@ -691,6 +692,15 @@ class BurstClusterBase:
                 self.requeues += 1  # preempted and requeued: it restarts by itself when nodes are free
                 job.retiring = False
                 logger.info("job %s was requeued (%s)", job.job_id, state.reason or state.state)
+            elif (job.last_phase == RUNNING and state.phase == RUNNING and state.restarts is not None
+                  and job.restarts is not None and state.restarts > job.restarts):
+                # Requeued and started again between two polls (PBS reruns a requeued job at once when
+                # another node has room): only the start count shows it.
+                self.requeues += 1
+                job.retiring = False
+                logger.info("job %s was requeued and has started again (run %d)", job.job_id, state.restarts)
+            if state.restarts is not None:
+                job.restarts = state.restarts
             job.last_phase = state.phase
             if state.phase == PENDING and state.reason == "BeginTime" and job.ever_ran:
                 to_release.append(name)

@@ -12,6 +12,7 @@ node's jobs as an array of job ids (``/slot`` suffixes removed).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,30 @@ EXIT_REASONS = {-24: "ncpus (burst) exceeded", -25: "ncpus (sum) exceeded", -26:
                 -27: "mem exceeded", -28: "cput exceeded", JOB_EXEC_KILL_WALLTIME: "walltime exceeded"}
 
 _TIME_FORMAT = "%a %b %d %H:%M:%S %Y"  # ctime(3), as qstat prints stime/mtime/obittime
+# Where every PBS host says where PBS is installed (PBS_EXEC); PBS_CONF_FILE is ignored on purpose, as
+# every PBS_* variable is (PbsBatch.environment_prefixes).
+PBS_CONF = "/etc/pbs.conf"
+
+
+def pbs_command(name, conf=PBS_CONF):
+    """A PBS client command by absolute path: ``$PBS_EXEC/bin/<name>`` from ``/etc/pbs.conf``.
+
+    OpenPBS installs its commands under PBS_EXEC (e.g. /opt/pbs/bin), which only login shells put on
+    PATH (/etc/profile.d/pbs.sh); a notebook kernel or a script started over SSH has no such PATH.
+    Without the file (or the command in it), the bare name is returned and PATH decides.
+    """
+    try:
+        with open(conf, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return name
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip() == "PBS_EXEC":
+            path = os.path.join(value.strip().strip('"'), "bin", name)
+            if os.access(path, os.X_OK):
+                return path
+    return name
 
 
 def _time(text):
@@ -213,8 +238,8 @@ class PbsBatch(BatchSystem):
     # directives (the script's #PBS lines would be ignored), PBS_ACCOUNT the account: none may reach qsub.
     environment_prefixes = ("PBS_",)
 
-    def __init__(self, qstat="qstat"):
-        self.qstat = qstat
+    def __init__(self, qstat=None):
+        self.qstat = qstat or pbs_command("qstat")
 
     def query_command(self, job_ids):
         return [self.qstat, "-f", "-x", "-F", "json"] + list(job_ids)
@@ -224,7 +249,7 @@ class PbsBatch(BatchSystem):
         for job_id, job in parse_qstat_jobs(text).items():
             state = JobState(job_id=job_id, state=STATE_NAMES.get(job.state, job.state), phase=job.phase,
                              reason=job.reason, start=job.start, end=job.end, time_limit_s=job.walltime_s,
-                             nodes=",".join(job.hosts))
+                             nodes=",".join(job.hosts), restarts=job.run_count)
             states[job_id] = state
             states.setdefault(_short(job_id), state)
         return states

@@ -25,7 +25,7 @@ from dask_jobqueue.pbs import PBSCluster, PBSJob, pbs_format_bytes_ceil
 
 from daskhpc.cluster import BurstClusterBase, BurstJobMixin, PolicyError, directive_tokens
 from daskhpc.model.pbs import format_time
-from daskhpc.pbs import PbsBatch
+from daskhpc.pbs import PbsBatch, pbs_command
 
 # qsub options that would move a job out of the burst policy -> what they change
 REFUSED_FLAGS = {"-q": "queue", "-A": "account", "-P": "project", "-r": "rerunnable flag (must stay y)",
@@ -71,6 +71,9 @@ class BurstPBSJob(BurstJobMixin, PBSJob):
 
     def __init__(self, *args, burst_rules, **kwargs):
         super().__init__(*args, **kwargs)
+        # By absolute path from /etc/pbs.conf: qsub and qdel are on PATH only in login shells.
+        self.submit_command = pbs_command("qsub")
+        self.cancel_command = pbs_command("qdel")
         self._burst_init(burst_rules)
 
 
