@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from daskhpc.batch import ENDED, PENDING, RUNNING, STUCK
 from daskhpc.cluster import PolicyError, cluster_class
 from daskhpc.exporter import build_registry
-from daskhpc.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pending_reason
+from daskhpc.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pbs_command, pending_reason
 from daskhpc.pbs_cluster import PBSBurstCluster, refused_pbs_directive
 from daskhpc.pbs_exporter import PbsSource
 
@@ -219,6 +219,19 @@ def test_qsub_runs_without_pbs_variables(monkeypatch):
         monkeypatch.setenv(key, value)
     env = PbsBatch().command_environment()
     assert not [key for key in env if key.startswith("PBS_")] and env["PATH"] == os.environ["PATH"]
+
+
+def test_commands_come_from_pbs_exec_in_pbs_conf(tmp_path):
+    """qsub/qstat/qdel by absolute path from /etc/pbs.conf's PBS_EXEC: only login shells have them on PATH."""
+    bin_dir = tmp_path / "pbs" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "qsub").write_text("#!/bin/sh\n")
+    (bin_dir / "qsub").chmod(0o755)
+    conf = tmp_path / "pbs.conf"
+    conf.write_text("PBS_SERVER=pbs\nPBS_EXEC=%s\nPBS_HOME=/var/spool/pbs\n" % (tmp_path / "pbs"))
+    assert pbs_command("qsub", conf=str(conf)) == str(bin_dir / "qsub")
+    assert pbs_command("qdel", conf=str(conf)) == "qdel"            # not installed there: PATH decides
+    assert pbs_command("qsub", conf=str(tmp_path / "none")) == "qsub"  # no pbs.conf: PATH decides
 
 
 def test_refused_directive_parser():
