@@ -188,6 +188,7 @@ def fake_cluster(**jobs):
     fake.new_worker_spec = lambda: {"BurstCluster-%d" % next(counter): {"cls": None, "options": {}}}
     fake._job_worker_names = lambda name: BurstClusterBase._job_worker_names(fake, name)
     fake._connected_worker_names = lambda: BurstClusterBase._connected_worker_names(fake)
+    fake._note_requeue = lambda job, state: BurstClusterBase._note_requeue(fake, job, state)
     return fake
 
 
