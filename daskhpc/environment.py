@@ -150,8 +150,8 @@ def create(path, with_pip=True):
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
     argv = [os.path.join(path, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
     purelib = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
-    ours = [p for p in dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-                                      + site.getsitepackages()) if os.path.isdir(p)]
+    candidates = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()]
+    ours = [p for p in dict.fromkeys(candidates) if os.path.isdir(p)]
     with open(os.path.join(purelib, PTH_NAME), "w", encoding="utf-8") as handle:
         handle.write("# The site's Dask environment (%s), after this environment's own packages.\n" % sys.prefix)
         # addsitedir, not a bare path: the site environment's own .pth files (e.g. an editable install) count too.

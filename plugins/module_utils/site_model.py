@@ -1217,6 +1217,7 @@ class Dask:
     worker_cores: int
     worker_memory: str | int
     tls: str
+    packages: tuple  # the site environment's data-science stack (pip requirements)
 
 
 SECTION_CLASSES = {"burst": Burst, "accounting": Accounting, "ldap": Ldap, "ca": Ca, "metrics": Metrics,
@@ -1285,6 +1286,8 @@ class SiteModel(Mapping):
             values = {f.name: model[name][f.name] for f in dataclasses.fields(kind)}
             if kind is Burst:
                 values["per_user"] = PerUser(**values["per_user"])
+            if kind is Dask:
+                values["packages"] = tuple(values["packages"])
             sections[name] = kind(**values)
         site = Site(name=model["name"], scheduler=model["scheduler"], node_groups=groups,
                     groups=tuple(Group(name=g["name"], description=g["description"]) for g in model["groups"]),
@@ -1328,6 +1331,7 @@ class SiteModel(Mapping):
         }
         for name in ("accounting", "ldap", "ca", "metrics", "dask"):
             view[name] = dataclasses.asdict(getattr(site, name))
+        view["dask"]["packages"] = list(site.dask.packages)
         return view
 
     def __getitem__(self, key):
