@@ -51,7 +51,7 @@ def slow(block):
     return block * 2 + 1
 
 out = {}
-with BurstCluster(workers=%(workers)d) as cluster, cluster.get_client() as client:
+with BurstCluster(workers=%(workers)d, processes=1) as cluster, cluster.get_client() as client:
     out["cluster_class"] = type(cluster).__name__
     client.wait_for_workers(%(workers)d, timeout=400)
     out["workers_before"] = len(client.scheduler_info()["workers"])
@@ -84,9 +84,13 @@ report(**out)
 
 
 def qstat_jobs(ids):
-    """{full job id: attributes} of the given jobs, finished ones included (qstat -x, as root on the server)."""
-    out = sh(QSTAT, "-f", "-x", "-F", "json", *ids).stdout
-    return json.loads(out).get("Jobs") or {}
+    """{full job id: attributes} of the given jobs, finished ones included (qstat -x, as root on the server).
+
+    One qstat per job: OpenPBS 23.06.06's `qstat -F json` prints only the first of several job ids."""
+    found = {}
+    for job_id in ids:
+        found.update(json.loads(sh(QSTAT, "-f", "-x", "-F", "json", job_id).stdout).get("Jobs") or {})
+    return found
 
 
 def hosts_of(attrs):
