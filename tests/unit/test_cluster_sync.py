@@ -216,8 +216,9 @@ def test_pbs_job_requeued_and_rerun_between_two_polls_is_counted_once():
     from daskhpc.pbs import PbsBatch
 
     def poll(run_count):
-        text = json.dumps({"Jobs": {"9.pbs": {"job_state": "R", "queue": "burst", "run_count": run_count,
-                                               "Job_Owner": "alice@plogin", "exec_host": "pcn2/0"}}})
+        attrs = {"job_state": "R", "queue": "burst", "run_count": run_count, "Job_Owner": "alice@plogin",
+                 "exec_host": "pcn2/0"}
+        text = json.dumps({"Jobs": {"9.pbs": attrs}})
         return BurstClusterBase.classify(fake, fake.workers, PbsBatch().parse_query(text))
 
     fake = fake_cluster(a=job("9"))
