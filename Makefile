@@ -15,10 +15,16 @@ endif
 PBS_SOURCE ?= $(lastword $(sort $(wildcard ../shared/vendor/openpbs-*.tar.gz)))
 export DASKHPC_PBS_SOURCE := $(abspath $(PBS_SOURCE))
 COLLECTION_LINK := .collections/ansible_collections/onprem/daskhpc
-# One lab per machine: every target that touches it holds this lock, unless the caller already
-# holds it for a whole run (.ci/run sets DASKHPC_LAB_LOCKED).
-LAB_LOCK := /tmp/daskhpc-lab.lock
+# One lock per lab: every target that touches a lab holds that lab's lock, unless the caller already
+# holds it for a whole run (.ci/run sets DASKHPC_LAB_LOCKED). The SLURM lab and the PBS lab have
+# disjoint hosts, so each has its own lock and both can be used at once. `lab-destroy` of the SLURM
+# lab removes everything (both labs, keys, bridge), so it holds both locks.
+SLURM_LAB_LOCK := /tmp/daskhpc-lab.lock
+PBS_LAB_LOCK := /tmp/daskhpc-lab-pbs.lock
+LAB_LOCK := $(if $(filter pbs,$(SCHEDULER)),$(PBS_LAB_LOCK),$(SLURM_LAB_LOCK))
 WITH_LAB := $(if $(DASKHPC_LAB_LOCKED),,flock $(LAB_LOCK))
+WITH_ALL_LABS := $(if $(DASKHPC_LAB_LOCKED),,$(if $(filter pbs,$(SCHEDULER)),flock $(PBS_LAB_LOCK),\
+  flock $(SLURM_LAB_LOCK) flock $(PBS_LAB_LOCK)))
 
 .PHONY: lab lab-up lab-down lab-destroy test test-fast test-lab test-pbs venv lint sanity unit converge build bench audit
 
@@ -45,9 +51,9 @@ lab-up: venv
 lab-down: venv
 	$(WITH_LAB) $(PY) lab/nspawn_lab.py down
 
-# Removes everything the lab made: hosts, image, keys, bridge.
+# Removes everything the lab made: hosts, image, keys, bridge (SCHEDULER=pbs: the PBS lab's own only).
 lab-destroy: venv
-	$(WITH_LAB) $(PY) lab/nspawn_lab.py destroy
+	$(WITH_ALL_LABS) $(PY) lab/nspawn_lab.py destroy
 
 # Set-up plus the main job: hosts, converge, a short burst demo, how to log in.
 lab: lab-up

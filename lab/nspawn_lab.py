@@ -16,6 +16,12 @@ DASKHPC_LAB_INVENTORY picks another lab on the same bridge (inventories/lab-pbs:
 from the SLURM lab's, so both labs can run at once; `lab_nspawn.build` bakes extra software (OpenPBS
 from source, lab/pbs_build.py) into the variant's image.
 
+Locks: the callers (Makefile, tests/conftest.py, .ci/run) hold one lock per lab for as long as they use
+it, /tmp/daskhpc-lab.lock (SLURM) or /tmp/daskhpc-lab-<variant>.lock. What the labs share (the
+controller's SSH key, the bridge, /etc/hosts) is changed here under SHARED_LOCK, held for seconds and
+never by a caller. `destroy` of the SLURM lab removes everything, the variants' labs too: its callers
+hold every lab's lock.
+
 Facts this relies on (../shared/REFERENCE.md): the machine's PID 1 is not systemd, so nspawn needs
 --register=no --keep-unit; hosts reach no outside network, so Debian's packages are baked into the
 image from the machine (the roles' own apt tasks then find them installed).
@@ -23,6 +29,8 @@ image from the machine (the roles' own apt tasks then find them installed).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import os
 import shutil
@@ -50,12 +58,24 @@ SSH_DIR = LAB_DIR / "ssh"
 KNOWN_HOSTS = SSH_DIR / ("known_hosts" + SUFFIX)
 MIRROR = os.environ.get("DASKHPC_LAB_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
+SHARED_LOCK = "/tmp/daskhpc-lab-shared.lock"
 # What debootstrap puts in: enough to boot with systemd and be managed by Ansible over SSH.
 BOOTSTRAP = "systemd,systemd-sysv,dbus,iproute2,openssh-server,python3,python3-apt,sudo,procps,ca-certificates"
 
 
 def log(message):
     print("lab: " + message, flush=True)
+
+
+@contextlib.contextmanager
+def shared_state():
+    """Held while changing what every lab uses (key, bridge, /etc/hosts): two labs' `up` may overlap."""
+    with open(SHARED_LOCK, "w", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def run(*argv, check=True, **kwargs):
@@ -192,8 +212,8 @@ def prepare_host(name, address, prefix, all_hosts, shared_home):
     os.chmod(ssh / "authorized_keys", 0o600)
 
 
-def pid_of(name):
-    pidfile = HOSTS_DIR / name / "nspawn.pid"
+def pid_of(name, hosts_dir=HOSTS_DIR):
+    pidfile = hosts_dir / name / "nspawn.pid"
     try:
         pid = int(pidfile.read_text())
         os.kill(pid, 0)
@@ -289,6 +309,14 @@ HOSTS_FILE = Path("/etc/hosts")
 HOSTS_MARK = "# daskhpc-lab" + SUFFIX
 
 
+def strip_all_names():
+    """Remove every lab's marked block from /etc/hosts (the SLURM lab's destroy removes every lab)."""
+    text = HOSTS_FILE.read_text()
+    kept = [line for line in text.splitlines() if "# daskhpc-lab" not in line]
+    if "\n".join(kept) + "\n" != text:
+        HOSTS_FILE.write_text("\n".join(kept) + "\n")
+
+
 def publish_names(hosts):
     """Let the controller (this machine) resolve the lab's host names, as a site's DNS would."""
     kept = [line for line in HOSTS_FILE.read_text().splitlines() if not line.endswith(HOSTS_MARK)]
@@ -311,59 +339,75 @@ def up():
     hosts, settings = lab_hosts()
     if IMAGE.exists() and not image_is_current():
         # Hosts are overlays on the image: a new image means new hosts. The converge rebuilds the rest.
+        # Only this lab's own: the other lab may be in use under its own lock.
         log("packages.txt lists packages the image lacks: rebuilding the lab from nothing")
-        destroy()
+        remove_own()
     build_image()
-    ssh_key()
     HOME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-    ensure_bridge(settings)
+    with shared_state():
+        ssh_key()
+        ensure_bridge(settings)
     network = ipaddress.ip_interface(settings["address"]).network
     shared = set(settings["shared_home"])
     booted = {name: address for name, address in hosts.items() if not pid_of(name)}
     for name, address in hosts.items():
         prepare_host(name, address, network.prefixlen, hosts, name in shared)
         boot(name, settings, name in shared)
-    publish_names(hosts)
+    with shared_state():
+        publish_names(hosts)
     wait_for_ssh(hosts)
     for name, address in sorted(booted.items()):
         retry_failed_boot_units(name, address)
     log("%d hosts up on %s (%s): %s" % (len(hosts), settings["bridge"], network, ", ".join(sorted(hosts))))
 
 
-def stop_host(name, timeout=30):
-    pid = pid_of(name)
+def stop_host(name, timeout=30, hosts_dir=HOSTS_DIR):
+    pid = pid_of(name, hosts_dir)
     if not pid:
         return
     os.kill(pid, signal.SIGTERM)  # nspawn -b: SIGTERM shuts the host down cleanly
     deadline = time.monotonic() + timeout
-    while pid_of(name) and time.monotonic() < deadline:
+    while pid_of(name, hosts_dir) and time.monotonic() < deadline:
         time.sleep(0.3)
-    if pid_of(name):
+    if pid_of(name, hosts_dir):
         os.killpg(pid, signal.SIGKILL)
 
 
-def down():
-    hosts, _settings = lab_hosts() if INVENTORY.exists() else ({}, {})
-    names = set(hosts) | ({p.name for p in HOSTS_DIR.iterdir()} if HOSTS_DIR.exists() else set())
+def down(hosts_dir=HOSTS_DIR):
+    """Shut down this lab's hosts (another hosts_dir: every host booted from that directory)."""
+    hosts, _settings = lab_hosts() if INVENTORY.exists() and hosts_dir == HOSTS_DIR else ({}, {})
+    names = set(hosts) | ({p.name for p in hosts_dir.iterdir()} if hosts_dir.exists() else set())
     for name in sorted(names):
-        pid = pid_of(name)
+        pid = pid_of(name, hosts_dir)
         if pid:
             os.kill(pid, signal.SIGTERM)
     for name in sorted(names):
-        stop_host(name)
+        stop_host(name, hosts_dir=hosts_dir)
+
+
+def remove_own():
+    """This lab's hosts, image, home, known_hosts and /etc/hosts block; not what the labs share."""
+    down()
+    with shared_state():
+        publish_names({})
+    for path in (IMAGE, HOSTS_DIR, HOME_DIR, KNOWN_HOSTS):
+        run("rm", "-rf", "--one-file-system", str(path))
 
 
 def destroy():
-    down()
     _, settings = lab_hosts()
     if SUFFIX:  # a variant removes only what it owns; the bridge, keys and SLURM lab stay
-        publish_names({})
-        for path in (IMAGE, HOSTS_DIR, HOME_DIR, KNOWN_HOSTS):
-            run("rm", "-rf", "--one-file-system", str(path))
+        remove_own()
         log("removed the %s lab's image, hosts and home" % _VARIANT)
         return
+    # The SLURM lab's destroy removes everything under LAB_DIR, the variants' labs included (the
+    # Makefile holds every lab's lock for it): their hosts are shut down first.
+    down()
+    for other in sorted(LAB_DIR.glob("hosts-*")) if LAB_DIR.exists() else ():
+        down(other)
     run("ip", "link", "del", settings["bridge"], check=False, stderr=subprocess.DEVNULL)
-    publish_names({})
+    with shared_state():
+        strip_all_names()
     if LAB_DIR.exists():
         # Overlay upper dirs may hold files with odd attributes; rm -rf copes with all of them.
         run("rm", "-rf", "--one-file-system", str(LAB_DIR))

@@ -35,12 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 # DASKHPC_LAB_INVENTORY=inventories/lab-pbs points the session at the PBS lab (make test-pbs).
 LAB_INVENTORY = REPO / os.environ.get("DASKHPC_LAB_INVENTORY", "inventories/lab")
 LAB_HARNESS = REPO / "lab" / "nspawn_lab.py"
-LOCK_PATH = "/tmp/daskhpc-lab.lock"
 LAB_DIR = Path(os.environ.get("DASKHPC_LAB_DIR", "/var/lib/daskhpc-lab"))
 SSH_DIR = LAB_DIR / "ssh"
 ROOT_KEY = SSH_DIR / "id_ed25519"
 with open(LAB_INVENTORY / "hosts.yml", encoding="utf-8") as _fh:
     _VARIANT = yaml.safe_load(_fh)["all"]["vars"]["lab_nspawn"].get("variant")  # lab/nspawn_lab.py's suffix
+# One lock per lab (the Makefile's LAB_LOCK): /tmp/daskhpc-lab.lock for the SLURM lab,
+# /tmp/daskhpc-lab-pbs.lock for the PBS lab, whose hosts are disjoint from the SLURM lab's.
+LOCK_PATH = "/tmp/daskhpc-lab%s.lock" % ("-" + _VARIANT if _VARIANT else "")
 KNOWN_HOSTS = SSH_DIR / ("known_hosts-" + _VARIANT if _VARIANT else "known_hosts")
 USER_KEYS = SSH_DIR / "users"  # made by playbooks/lab.yml, one key pair per directory user
 SSH_OPTIONS = ["-o", "UserKnownHostsFile=%s" % KNOWN_HOSTS, "-o", "StrictHostKeyChecking=yes",
@@ -149,14 +151,14 @@ def run_playbook(playbook, *args, inventory=LAB_INVENTORY, extra_vars=None, env=
 
 
 class LabLock:
-    """flock on LOCK_PATH: one lab per machine (the Makefile's lab targets take the same lock)."""
+    """flock on LOCK_PATH: this session's lab (the Makefile's lab targets take the same lock)."""
 
     def __init__(self, path=LOCK_PATH):
         self.path = path
         self._fh = None
 
     def acquire(self):
-        if os.environ.get("DASKHPC_LAB_LOCKED"):  # the caller (.ci/run) holds the lock for the whole run
+        if os.environ.get("DASKHPC_LAB_LOCKED"):  # the caller (.ci/run) holds the locks for the whole run
             return self
         self._fh = open(self.path, "w")  # noqa: SIM115
         fcntl.flock(self._fh, fcntl.LOCK_EX)

@@ -19,6 +19,7 @@ from daskhpc.audit import certs as certmod
 from daskhpc.audit import findings as findmod
 from daskhpc.audit import licences as licmod
 from daskhpc.audit import parse, probe
+from daskhpc.audit import pbs as pbsaudit
 from daskhpc.core import site_model
 from daskhpc.core.pki import parse_ledger
 from daskhpc.scheduler.slurm import parse_timestamp
@@ -282,8 +283,19 @@ def certificates_section(ledger_text, host_facts, as_of, sources):
 # --- usage ----------------------------------------------------------------------
 
 
-def usage_section(model, sacct_text, since, until, sources):
-    sacct_text = sources.take("sacct", sacct_text)
+def sacct_runs(text):
+    """sacct's allocations as runs: {user, partition, start, end, cpus, preempted} (as pbsaudit.runs)."""
+    return [{"user": job["User"], "partition": job["Partition"].split(",")[0],
+             "preempted": job["State"].split()[0] in ("PREEMPTED", "REQUEUED"),
+             "start": parse_timestamp(job["Start"]), "end": parse_timestamp(job["End"]),
+             "cpus": _int(job["AllocCPUS"]) or 0} for job in parse.sacct_rows(text)]
+
+
+def usage_section(model, sacct_text, since, until, sources, *, runs=None):
+    """Usage from sacct (SLURM) or from `runs` already read (PBS: pbsaudit.runs of the accounting log)."""
+    if runs is None:
+        sacct_text = sources.take("sacct", sacct_text)
+        runs = sacct_runs(sacct_text) if sacct_text is not None else []
     burst_parts = set((model or {}).get("burst_partitions") or
                       [p["name"] for p in (model or {}).get("partitions", []) if p.get("class") == "burst"])
     step = timedelta(days=1) if (until - since) <= timedelta(days=62) else timedelta(days=7)
@@ -294,15 +306,15 @@ def usage_section(model, sacct_text, since, until, sources):
         cursor += step
     by_up = defaultdict(lambda: {"jobs": 0, "core_seconds": 0.0, "preemptions": 0})
     share = defaultdict(lambda: [0.0, 0.0])  # bucket -> [burst, total] core seconds
-    for job in parse.sacct_rows(sacct_text) if sacct_text is not None else []:
-        partition = job["Partition"].split(",")[0]
-        key = (job["User"], partition)
+    for job in runs:
+        partition = job["partition"]
+        key = (job["user"], partition)
         cell = by_up[key]
         cell["jobs"] += 1
-        if job["State"].split()[0] in ("PREEMPTED", "REQUEUED"):
+        if job["preempted"]:
             cell["preemptions"] += 1
-        start, end = parse_timestamp(job["Start"]), parse_timestamp(job["End"]) or until
-        cpus = _int(job["AllocCPUS"]) or 0
+        start, end = job["start"], job["end"] or until
+        cpus = job["cpus"]
         if start is None or cpus == 0:
             continue
         lo, hi = max(start, since), min(end, until)
@@ -452,18 +464,27 @@ def collect(inputs):
     as_of = until.astimezone(timezone.utc)  # certificates are judged at the end of the period
     policy = inputs.get("policy") or {}
     scheduler = inputs.get("scheduler")
-    if is_unavailable(scheduler):
-        scheduler = {k: scheduler or {"unavailable": "not given"} for k in SCHEDULER_SOURCES}
-
     model, model_errors = site_section(inputs.get("site"), sources)
+    pbs_site = (model or {}).get("scheduler") == "pbs" or (
+        isinstance(scheduler, dict) and "pbs_print_server" in scheduler)
+    if is_unavailable(scheduler):
+        keys = pbsaudit.SOURCES if pbs_site else SCHEDULER_SOURCES
+        scheduler = {k: scheduler or {"unavailable": "not given"} for k in keys}
+
     version = sources.take("collection_version", inputs.get("collection_version"))
     hosts, host_facts = inventory_section(inputs.get("inventory"), inputs.get("hosts"), sources)
-    partitions = partitions_section(model, scheduler.get("scontrol_partitions"), sources)
-    qos = qos_section(model, scheduler.get("sacctmgr_qos"), sources)
-    access, assocs, mismatches = access_section(model, scheduler.get("sacctmgr_assoc"), inputs.get("directory"),
-                                                sources, tuple(policy.get("admin_users", ADMIN_USERS)))
+    if pbs_site:
+        partitions, qos, access, assocs, mismatches, runs = pbs_sections(model, scheduler, inputs.get("directory"),
+                                                                         sources)
+        usage = usage_section(model, None, since, until, sources, runs=runs)
+    else:
+        partitions = partitions_section(model, scheduler.get("scontrol_partitions"), sources)
+        qos = qos_section(model, scheduler.get("sacctmgr_qos"), sources)
+        access, assocs, mismatches = access_section(model, scheduler.get("sacctmgr_assoc"),
+                                                    inputs.get("directory"), sources,
+                                                    tuple(policy.get("admin_users", ADMIN_USERS)))
+        usage = usage_section(model, scheduler.get("sacct"), since, until, sources)
     certificates = certificates_section(inputs.get("ledger"), host_facts, as_of, sources)
-    usage = usage_section(model, scheduler.get("sacct"), since, until, sources)
     drift = drift_section(inputs.get("drift"), sources)
     packages = packages_section(model, hosts, host_facts, policy, sources)
 
@@ -495,6 +516,22 @@ def collect(inputs):
     report["findings"] = findmod.findings(model, model_errors, report)
     report["summary"] = summary(report)
     return report
+
+
+def pbs_sections(model, scheduler, directory, sources):
+    """partitions, qos, access, associations (none on PBS), mismatches and runs of a PBS site (daskhpc.audit.pbs)."""
+    server = sources.take("pbs_print_server", scheduler.get("pbs_print_server"), detail="qmgr -c 'print server'")
+    sched = sources.take("pbs_print_sched", scheduler.get("pbs_print_sched"), detail="qmgr -c 'print sched'")
+    accounting = sources.take("pbs_accounting", scheduler.get("pbs_accounting"),
+                              detail="%s/server_priv/accounting" % scheduler.get("pbs_home", "$PBS_HOME"))
+    directory = sources.take("directory", directory,
+                             detail=(directory or {}).get("source", "") if isinstance(directory, dict) else "")
+    queues = pbsaudit.read_queues(server) if server is not None else {}
+    partitions = pbsaudit.partition_rows(model, queues, pbsaudit.read_sched(sched) if sched is not None else {})
+    qos = pbsaudit.qos_rows(model, queues)
+    access, mismatches = pbsaudit.access_rows(model, queues if server is not None else {}, directory)
+    runs = pbsaudit.runs(accounting) if accounting is not None else []
+    return partitions, qos, access, [], mismatches, runs
 
 
 def summary(report):

@@ -249,9 +249,41 @@ def other_rules(report):
     return out
 
 
+# The rules speak SLURM; on a PBS site (daskhpc.audit.pbs fills the same rows) their words become PBS's.
+PBS_WORDS = (
+    ("set PreemptMode=OFF on production partitions (the site model renders it; re-run playbooks/slurm.yml)",
+     "make production queues express queues (Priority at or above the scheduler's preempt_queue_prio; the "
+     "site model renders it; re-run playbooks/pbs.yml)"),
+    ("with PreemptMode=", "at preemption level "),
+    ("PriorityTier", "Priority"),
+    ("under preempt/partition_prio, may preempt it", "may preempt it"),
+    ("no per-user limit (MaxTRESPerUser/MaxJobsPerUser)", "no per-user limit (max_run_res.ncpus or max_run "
+     "[u:PBS_GENERIC=N])"),
+    ("no cap for the whole partition (GrpTRES)", "no cap for the whole queue (max_run_res.ncpus [o:PBS_ALL=N])"),
+    ("MaxTime=UNLIMITED", "no resources_max.walltime"),
+    ("overload slurmctld", "overload pbs_server"),
+    ("attach the burst QOS (burst.* in the site model)", "set the burst queue's limits (burst.* in the site model)"),
+    ("AllowGroups in the scheduler", "acl_groups in the scheduler"),
+    (" (then scontrol reconfigure)", ""),
+    (" (onprem.daskhpc.slurm_qos)", " (onprem.daskhpc.pbs_queue)"),
+    ("remove it from slurm.conf", "delete the queue (qmgr -c 'delete queue NAME')"),
+    ("playbooks/slurm.yml", "playbooks/pbs.yml"),
+    ("A QOS differs", "A burst queue's limits differ"),
+)
+
+
+def in_pbs_words(finding):
+    for field in ("title", "detail", "fix"):
+        for slurm, pbs in PBS_WORDS:
+            finding[field] = finding[field].replace(slurm, pbs)
+    return finding
+
+
 def findings(model, model_errors, report):
     found = model_rules(model, model_errors) + partition_rules(report) + access_rules(report) \
         + certificate_rules(report) + other_rules(report)
+    if (report.get("site") or {}).get("scheduler") == "pbs":
+        found = [in_pbs_words(f) for f in found]
     unique = {f["id"]: f for f in found}
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(unique.values(), key=lambda f: (rank[f["severity"]], f["rule"], f["subject"]))

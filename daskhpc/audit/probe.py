@@ -10,6 +10,7 @@ A source that cannot be read becomes ``{"unavailable": "reason"}``.
 
     python3 probe.py host [--python /opt/daskhpc/venv/bin/python] [--tls-dir DIR]
     python3 probe.py scheduler --since 2024-01-01T00:00:00 --until 2024-02-01T00:00:00
+    python3 probe.py scheduler --scheduler pbs      (qmgr and the server's accounting log)
     python3 probe.py directory --group datasci --user alice
     python3 probe.py ledger --ca-dir /etc/daskhpc/ca
 """
@@ -251,6 +252,69 @@ def scheduler_facts(since=None, until=None):
     }
 
 
+PBS_CONF = "/etc/pbs.conf"
+
+
+def pbs_conf(path=PBS_CONF):
+    """PBS_EXEC, PBS_HOME, ... from /etc/pbs.conf ({} when it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return {}
+    conf = {}
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            conf[key.strip()] = value.strip().strip('"')
+    return conf
+
+
+def pbs_accounting(home, since, until):
+    """The server's accounting records from `since` to `until` (one file per day, named YYYYMMDD)."""
+    directory = os.path.join(home, "server_priv", "accounting")
+    if not os.path.isdir(directory):
+        return unavailable("%s does not exist (not the PBS server host?)" % directory)
+    start, end = datetime.fromisoformat(since), datetime.fromisoformat(until)
+    lines = []
+    day = start.date()
+    while day <= end.date():
+        path = os.path.join(directory, day.strftime("%Y%m%d"))
+        day += timedelta(days=1)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return unavailable("cannot read %s: %s" % (path, exc.strerror or exc))
+        for line in text.splitlines():
+            try:
+                when = datetime.strptime(line.split(";", 1)[0], "%m/%d/%Y %H:%M:%S")
+            except ValueError:
+                continue
+            if start <= when < end:
+                lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def pbs_scheduler_facts(since=None, until=None):
+    """Queues, scheduler and accounting of the PBS server this runs on (as root)."""
+    if not (since and until):
+        since, until = default_period()
+    conf = pbs_conf()
+    qmgr = os.path.join(conf.get("PBS_EXEC", "/opt/pbs"), "bin", "qmgr")
+    home = conf.get("PBS_HOME", "/var/spool/pbs")
+    return {
+        "period": {"since": since, "until": until},
+        "scheduler": "pbs",
+        "pbs_home": home,
+        "pbs_print_server": run([qmgr, "-c", "print server"]),
+        "pbs_print_sched": run([qmgr, "-c", "print sched"]),
+        "pbs_accounting": pbs_accounting(home, since, until),
+    }
+
+
 def association_users():
     out = run(["sacctmgr", "show", "assoc", "--parsable2", "--noheader", "format=User"])
     return [] if isinstance(out, dict) else sorted({u for u in out.split() if u})
@@ -290,6 +354,7 @@ def main(argv=None):
     sched = sub.add_parser("scheduler")
     sched.add_argument("--since", help="default: 30 days before --until")
     sched.add_argument("--until", help="default: the current whole hour")
+    sched.add_argument("--scheduler", choices=("slurm", "pbs"), default="slurm")
     dirs = sub.add_parser("directory")
     dirs.add_argument("--group", action="append", default=[])
     dirs.add_argument("--user", action="append", default=[])
@@ -301,7 +366,8 @@ def main(argv=None):
     if args.what == "host":
         result = host_facts(args.python, args.tls_dir)
     elif args.what == "scheduler":
-        result = scheduler_facts(args.since, args.until)
+        read = pbs_scheduler_facts if args.scheduler == "pbs" else scheduler_facts
+        result = read(args.since, args.until)
     elif args.what == "directory":
         users = args.user + (association_users() if args.association_users else [])
         result = directory_facts(args.group, users)

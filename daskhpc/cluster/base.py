@@ -362,6 +362,7 @@ class BurstJobMixin:
         self.batch_state = None
         self.last_phase = None
         self.ever_ran = False
+        self.restarts = None  # the batch system's start count when last polled (PBS run_count)
         self.retiring = False
         self.missing_polls = 0
         self.submitted_at = None
@@ -710,10 +711,7 @@ class BurstClusterBase:
             job.missing_polls = 0
             if state.phase == RUNNING:
                 job.ever_ran = True
-            if job.last_phase == RUNNING and state.phase == PENDING:
-                self.requeues += 1  # preempted and requeued: it restarts by itself when nodes are free
-                job.retiring = False
-                logger.info("job %s was requeued (%s)", job.job_id, state.reason or state.state)
+            self._note_requeue(job, state)
             job.last_phase = state.phase
             if state.phase == PENDING and state.reason == "BeginTime" and job.ever_ran:
                 to_release.append(name)
@@ -722,6 +720,22 @@ class BurstClusterBase:
             elif state.preempting and not job.retiring:
                 to_retire.append(name)
         return to_replace, to_retire, to_release
+
+    def _note_requeue(self, job, state):
+        """Count a job that went back to the queue since the last poll (before its last_phase moves on)."""
+        if job.last_phase == RUNNING and state.phase == PENDING:
+            self.requeues += 1  # preempted and requeued: it restarts by itself when nodes are free
+            job.retiring = False
+            logger.info("job %s was requeued (%s)", job.job_id, state.reason or state.state)
+        elif (job.last_phase == RUNNING and state.phase == RUNNING and state.restarts is not None
+              and getattr(job, "restarts", None) is not None and state.restarts > job.restarts):
+            # Requeued and started again between two polls (PBS reruns a requeued job at once when
+            # another node has room): only the start count shows it.
+            self.requeues += 1
+            job.retiring = False
+            logger.info("job %s was requeued and has started again (run %d)", job.job_id, state.restarts)
+        if state.restarts is not None:
+            job.restarts = state.restarts
 
     def ghost_workers(self, jobs):
         """Connected workers whose batch job is not running (gone, ended, requeued, pending, held).

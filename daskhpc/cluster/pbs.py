@@ -25,7 +25,7 @@ from dask_jobqueue.pbs import PBSJob, pbs_format_bytes_ceil
 
 from daskhpc.cluster.base import BurstCluster, BurstJobMixin, PolicyError, directive_tokens
 from daskhpc.core.pbs import format_time
-from daskhpc.scheduler.pbs import PbsBatch
+from daskhpc.scheduler.pbs import PbsBatch, pbs_command
 
 # qsub options that would move a job out of the burst policy -> what they change
 REFUSED_FLAGS = {"-q": "queue", "-A": "account", "-P": "project", "-r": "rerunnable flag (must stay y)",
@@ -69,6 +69,12 @@ def refused_pbs_directive(line):
 class BurstPBSJob(BurstJobMixin, PBSJob):
     batch_cls = PbsBatch
     directive_prefix = "#PBS"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # By absolute path from /etc/pbs.conf: qsub and qdel are on PATH only in login shells.
+        self.submit_command = pbs_command("qsub")
+        self.cancel_command = pbs_command("qdel")
 
     @staticmethod
     def refuse_cluster_kwargs(kwargs):

@@ -41,6 +41,8 @@ class JobState:
     end: datetime | None = None
     time_limit_s: int | None = None
     nodes: str = ""
+    # How many times the job has been started (PBS run_count); None where the query does not say.
+    restarts: int | None = None
 
     @property
     def preempting(self):

@@ -12,6 +12,7 @@ node's jobs as an array of job ids (``/slot`` suffixes removed).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,30 @@ EXIT_REASONS = {-24: "ncpus (burst) exceeded", -25: "ncpus (sum) exceeded", -26:
                 -27: "mem exceeded", -28: "cput exceeded", JOB_EXEC_KILL_WALLTIME: "walltime exceeded"}
 
 _TIME_FORMAT = "%a %b %d %H:%M:%S %Y"  # ctime(3), as qstat prints stime/mtime/obittime
+# Where every PBS host says where PBS is installed (PBS_EXEC); PBS_CONF_FILE is ignored on purpose, as
+# every PBS_* variable is (PbsBatch.environment_prefixes).
+PBS_CONF = "/etc/pbs.conf"
+
+
+def pbs_command(name, conf=PBS_CONF):
+    """A PBS client command by absolute path: ``$PBS_EXEC/bin/<name>`` from ``/etc/pbs.conf``.
+
+    OpenPBS installs its commands under PBS_EXEC (e.g. /opt/pbs/bin), which only login shells put on
+    PATH (/etc/profile.d/pbs.sh); a notebook kernel or a script started over SSH has no such PATH.
+    Without the file (or the command in it), the bare name is returned and PATH decides.
+    """
+    try:
+        with open(conf, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return name
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip() == "PBS_EXEC":
+            path = os.path.join(value.strip().strip('"'), "bin", name)
+            if os.access(path, os.X_OK):
+                return path
+    return name
 
 
 def _time(text):
@@ -115,16 +140,64 @@ def _int(value, default=0):
         return default
 
 
+def _split_dsv(line, delimiter):
+    """Fields of one ``-F dsv`` line; qstat escapes a delimiter inside a value with a backslash."""
+    fields, current, chars = [], [], iter(line)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            current.append(following if following == delimiter else char + following)
+        elif char == delimiter:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current))
+    return fields
+
+
+def parse_qstat_dsv(text, delimiter="|"):
+    """``qstat -f [-x] -F dsv`` -> {job id: attributes}, laid out as ``-F json`` lays them out.
+
+    One line per job, ``Job Id: 12.pbs|Job_Name=x|Resource_List.ncpus=1|...``; ``name.resource``
+    attributes become nested mappings, as in JSON. Values stay strings.
+    """
+    jobs = {}
+    for line in text.splitlines():
+        if not line.startswith("Job Id: "):
+            continue
+        fields = _split_dsv(line, delimiter)
+        attrs = {}
+        for item in fields[1:]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                continue
+            name, dot, resource = key.partition(".")
+            if dot:
+                attrs.setdefault(name, {})[resource] = value
+            else:
+                attrs[key] = value
+        jobs[fields[0][len("Job Id: "):].strip()] = attrs
+    return jobs
+
+
 def parse_qstat_jobs(text):
-    """``qstat -f [-x] -F json`` -> {job id: PbsJob}. Empty output (no jobs) gives {}."""
+    """``qstat -f [-x] -F json`` (or ``-F dsv``) -> {job id: PbsJob}. Empty output (no jobs) gives {}."""
     if not text.strip():
         return {}
+    if text.lstrip().startswith("Job Id: "):
+        return jobs_from(parse_qstat_dsv(text))
     try:
         data = loads_pbs_json(text)
     except PbsError as exc:
         raise BatchError(str(exc)) from exc
+    return jobs_from(data.get("Jobs") or {})
+
+
+def jobs_from(attributes):
+    """{job id: qstat's attributes} -> {job id: PbsJob}."""
     jobs = {}
-    for job_id, attrs in (data.get("Jobs") or {}).items():
+    for job_id, attrs in attributes.items():
         resources = attrs.get("Resource_List") or {}
         walltime = resources.get("walltime")
         try:
@@ -201,7 +274,11 @@ def _short(job_id):
 
 
 class PbsBatch(BatchSystem):
-    """Job state for a BurstCluster's jobs: one ``qstat -f -x -F json <ids>`` per poll.
+    """Job state for a BurstCluster's jobs: one ``qstat -f -x -F dsv <ids>`` per poll.
+
+    Not ``-F json``: OpenPBS's qstat (23.06.06, master cd7ab5e) prints only the first of several job
+    ids in JSON (src/cmds/qstat.c keeps the "Jobs" object of the first status call only; the other
+    ids' jobs are dropped, exit status 0), found on the PBS lab. DSV prints every job, one per line.
 
     ``-x`` includes finished jobs while the server keeps history (``job_history_enable``), so jobs that
     ended at walltime are seen with their exit status. qsub prints ``123.server``; dask-jobqueue keeps the
@@ -213,18 +290,18 @@ class PbsBatch(BatchSystem):
     # directives (the script's #PBS lines would be ignored), PBS_ACCOUNT the account: none may reach qsub.
     environment_prefixes = ("PBS_",)
 
-    def __init__(self, qstat="qstat"):
-        self.qstat = qstat
+    def __init__(self, qstat=None):
+        self.qstat = qstat or pbs_command("qstat")
 
     def query_command(self, job_ids):
-        return [self.qstat, "-f", "-x", "-F", "json"] + list(job_ids)
+        return [self.qstat, "-f", "-x", "-F", "dsv"] + list(job_ids)
 
     def parse_query(self, text):
         states = {}
         for job_id, job in parse_qstat_jobs(text).items():
             state = JobState(job_id=job_id, state=STATE_NAMES.get(job.state, job.state), phase=job.phase,
                              reason=job.reason, start=job.start, end=job.end, time_limit_s=job.walltime_s,
-                             nodes=",".join(job.hosts))
+                             nodes=",".join(job.hosts), restarts=job.run_count)
             states[job_id] = state
             states.setdefault(_short(job_id), state)
         return states
@@ -237,7 +314,7 @@ class PbsBatch(BatchSystem):
         returncode, text, errors = await scheduler.run_command(command, env=self.command_environment())
         # qstat still prints the jobs it knows when some ids are unknown (purged from history):
         # those are simply absent, and the cluster replaces them after a few polls.
-        if returncode != 0 and not text.strip().startswith("{"):
+        if returncode != 0 and not text.strip().startswith("Job Id: "):
             unknown_only = errors and all("Unknown Job Id" in line or not line.strip()
                                           for line in errors.splitlines())
             if not unknown_only:

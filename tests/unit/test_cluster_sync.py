@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -190,6 +191,7 @@ def fake_cluster(**jobs):
     fake.new_worker_spec = lambda: {"BurstCluster-%d" % next(counter): {"cls": None, "options": {}}}
     fake._job_worker_names = lambda name: BurstClusterBase._job_worker_names(fake, name)
     fake._connected_worker_names = lambda: BurstClusterBase._connected_worker_names(fake)
+    fake._note_requeue = lambda job, state: BurstClusterBase._note_requeue(fake, job, state)
     return fake
 
 
@@ -210,6 +212,24 @@ def test_requeued_job_is_counted_and_released_not_replaced():
     replace, retire, release = classify(fake, recorded("squeue_requeued.txt"))
     assert (replace, retire, release) == ([], [], ["a"])
     assert fake.requeues == 1 and fake.workers["a"].last_phase == PENDING
+
+
+def test_pbs_job_requeued_and_rerun_between_two_polls_is_counted_once():
+    """PBS reruns a requeued job at once when another node has room: R, then R again with run_count + 1."""
+    from daskhpc.scheduler.pbs import PbsBatch
+
+    def poll(run_count):
+        attrs = {"job_state": "R", "queue": "burst", "run_count": run_count, "Job_Owner": "alice@plogin",
+                 "exec_host": "pcn2/0"}
+        text = json.dumps({"Jobs": {"9.pbs": attrs}})
+        return BurstClusterBase.classify(fake, fake.workers, PbsBatch().parse_query(text))
+
+    fake = fake_cluster(a=job("9"))
+    assert poll(1) == ([], [], [])
+    assert fake.requeues == 0
+    assert poll(1) == ([], [], []) and fake.requeues == 0   # same run: nothing happened
+    assert poll(2) == ([], [], []) and fake.requeues == 1   # a second run: requeued in between
+    assert poll(2) == ([], [], []) and fake.requeues == 1   # counted once
 
 
 def test_pending_job_that_never_ran_is_left_alone():

@@ -17,7 +17,8 @@ from prometheus_client import generate_latest
 from daskhpc.scheduler import ENDED, PENDING, RUNNING, STUCK
 from daskhpc.cluster.base import BurstCluster, PolicyError, cluster_class
 from daskhpc.exporter.server import build_registry
-from daskhpc.scheduler.pbs import PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_jobs, pending_reason
+from daskhpc.scheduler.pbs import (PbsBatch, exec_hosts, parse_pbsnodes, parse_qstat_dsv, parse_qstat_jobs, pbs_command,
+                                   pending_reason)
 from daskhpc.cluster.pbs import BurstPBSJob, PBSBurstCluster, refused_pbs_directive
 from daskhpc.exporter.pbs import PbsSource
 
@@ -86,6 +87,43 @@ def test_batch_indexes_full_and_numeric_ids():
     assert not states["101"].preempting  # PBS gives no early warning; the worker handles SIGTERM
 
 
+def as_dsv(json_text):
+    """The jobs of a ``-F json`` fixture as ``-F dsv`` prints them (one line per job, resources dotted)."""
+    lines = []
+    for job_id, attrs in json.loads(json_text)["Jobs"].items():
+        fields = ["Job Id: %s" % job_id]
+        for key, value in attrs.items():
+            if isinstance(value, dict):
+                fields += ["%s.%s=%s" % (key, name, item) for name, item in value.items()]
+            else:
+                fields.append("%s=%s" % (key, str(value).replace("|", "\\|")))
+        lines.append("|".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def test_dsv_and_json_give_the_same_jobs():
+    """PbsBatch reads -F dsv (qstat's JSON drops all but the first of several ids); both layouts read alike."""
+    text = fixture("qstat_fx.json")
+    assert parse_qstat_jobs(as_dsv(text)) == parse_qstat_jobs(text)
+    states = PbsBatch().parse_query(as_dsv(text))
+    assert states["101"] is states["101.pbs-head"] and states["98"].reason == "walltime exceeded"
+
+
+def test_dsv_recorded_from_the_live_server():
+    """qstat -f -x -F dsv 3 4 99 on the PBS lab (OpenPBS 23.06.06): two finished BurstCluster jobs."""
+    jobs = parse_qstat_jobs(fixture("qstat_fx_live.dsv"))
+    assert sorted(jobs) == ["3.pbs", "4.pbs"]
+    job = jobs["3.pbs"]
+    assert (job.state, job.queue, job.user, job.hosts, job.run_count, job.exit_status, job.walltime_s) == \
+        ("F", "burst", "alice", ["pcn2"], 1, 0, 14400)
+    assert job.rerunable and job.phase == ENDED
+    raw = parse_qstat_dsv(fixture("qstat_fx_live.dsv"))["3.pbs"]
+    assert raw["Resource_List"]["select"] == "1:ncpus=1:mem=2048MB"   # '=' inside a value kept
+    assert raw["Variable_List"].startswith("PBS_O_HOME=/home/alice,")
+    escaped = parse_qstat_dsv("Job Id: 1.s|comment=a \\| b|job_state=Q\n")["1.s"]
+    assert escaped == {"comment": "a | b", "job_state": "Q"}
+
+
 def _fake_qstat(tmp_path, stdout_file, rc=0, stderr=""):
     script = tmp_path / "qstat"
     script.write_text("#!/bin/sh\necho \"$@\" > %s/args\ncat %s\necho '%s' >&2\nexit %d\n"
@@ -97,7 +135,7 @@ def _fake_qstat(tmp_path, stdout_file, rc=0, stderr=""):
 def test_batch_query_runs_one_qstat_and_tolerates_purged_ids(tmp_path):
     qstat = _fake_qstat(tmp_path, FIXTURES / "qstat_fx.json", rc=153, stderr="qstat: Unknown Job Id 7.pbs-head")
     states = asyncio.run(PbsBatch(qstat=str(qstat)).query(["101", "98", "7"]))
-    assert (tmp_path / "args").read_text().split() == ["-f", "-x", "-F", "json", "101", "98", "7"]
+    assert (tmp_path / "args").read_text().split() == ["-f", "-x", "-F", "dsv", "101", "98", "7"]
     assert set(states) == {"101", "98"}
 
 
@@ -219,6 +257,19 @@ def test_qsub_runs_without_pbs_variables(monkeypatch):
         monkeypatch.setenv(key, value)
     env = PbsBatch().command_environment()
     assert not [key for key in env if key.startswith("PBS_")] and env["PATH"] == os.environ["PATH"]
+
+
+def test_commands_come_from_pbs_exec_in_pbs_conf(tmp_path):
+    """qsub/qstat/qdel by absolute path from /etc/pbs.conf's PBS_EXEC: only login shells have them on PATH."""
+    bin_dir = tmp_path / "pbs" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "qsub").write_text("#!/bin/sh\n")
+    (bin_dir / "qsub").chmod(0o755)
+    conf = tmp_path / "pbs.conf"
+    conf.write_text("PBS_SERVER=pbs\nPBS_EXEC=%s\nPBS_HOME=/var/spool/pbs\n" % (tmp_path / "pbs"))
+    assert pbs_command("qsub", conf=str(conf)) == str(bin_dir / "qsub")
+    assert pbs_command("qdel", conf=str(conf)) == "qdel"            # not installed there: PATH decides
+    assert pbs_command("qsub", conf=str(tmp_path / "none")) == "qsub"  # no pbs.conf: PATH decides
 
 
 def test_refused_directive_parser():
