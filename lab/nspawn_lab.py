@@ -114,11 +114,14 @@ def packages():
 
 def ensure_machine_tools():
     missing = [tool for tool in ("systemd-nspawn", "debootstrap") if shutil.which(tool) is None]
-    if missing:
-        log("installing systemd-container and debootstrap on this machine")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run("apt-get", "update", "-qq", env=env)
-        run("apt-get", "install", "-y", "-qq", "systemd-container", "debootstrap", env=env)
+    if not missing:
+        return
+    with shared_state():  # two labs coming up at once must not run apt-get at once
+        if any(shutil.which(tool) is None for tool in missing):
+            log("installing systemd-container and debootstrap on this machine")
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            run("apt-get", "update", "-qq", env=env)
+            run("apt-get", "install", "-y", "-qq", "systemd-container", "debootstrap", env=env)
 
 
 def build_image():
