@@ -52,7 +52,7 @@ def slow(block):
 
 out = {}
 with BurstCluster(workers=%(workers)d, processes=1) as cluster, cluster.get_client() as client:
-    out["cluster_class"] = type(cluster).__name__
+    out["cluster_class"] = type(cluster).__name__ + "/" + cluster.job_cls.__name__
     client.wait_for_workers(%(workers)d, timeout=400)
     out["workers_before"] = len(client.scheduler_info()["workers"])
     out["job_script"] = cluster.job_script()
@@ -172,7 +172,7 @@ def test_burstcluster_computes_exactly_while_production_preempts_half_its_worker
     assert done.returncode == 0 and lines, "client script failed (rc=%d):\n%s\n%s" % (
         done.returncode, done.stdout[-3000:], done.stderr[-6000:])
     result = json.loads(lines[-1][len("RESULT "):])
-    assert result["cluster_class"] == "PBSBurstCluster"
+    assert result["cluster_class"] == "BurstCluster/BurstPBSJob"  # the site's scheduler picks the job class
     assert "#PBS -q burst" in result["job_script"] and "#PBS -r y" in result["job_script"], result["job_script"]
     assert result["workers_before"] == WORKERS
     assert result["done_when_preempted"] is False, "the computation ended before the preemption: no test"
