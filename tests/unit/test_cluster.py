@@ -195,7 +195,6 @@ def fake_command(directory, name, body):
     return path
 
 
-
 def test_submission_environment_cannot_change_policy(lab_site, tmp_path, monkeypatch):
     """sbatch reads SBATCH_*/SLURM_* input variables above #SBATCH lines: the cluster submits without them."""
     record = tmp_path / "record"

@@ -328,7 +328,6 @@ def test_ghosts_are_closed_on_the_scheduler_by_one_sync(tmp_path):
     assert worker.returncode == 0, worker.stdout.read()
 
 
-
 # --- progress --------------------------------------------------------------------------------
 
 

@@ -35,7 +35,6 @@ def start_worker(address, name, *extra, site_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-
 @pytest.fixture()
 def scheduler():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",

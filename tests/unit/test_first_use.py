@@ -23,7 +23,6 @@ def lab_site(tmp_path):
         yield Path(path)
 
 
-
 def local(**kwargs):
     return BurstCluster(progress=False, security=False, scheduler_options={"host": "127.0.0.1"}, **kwargs)
 
