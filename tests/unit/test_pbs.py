@@ -377,7 +377,7 @@ def test_pbs_lab_model_gives_its_moms_and_queues():
 
     site = yaml.safe_load((REPO / "inventories/lab-pbs/group_vars/all/site.yml").read_text())["daskhpc_site"]
     filters = FilterModule().filters()
-    assert filters["pbs_nodes"](site) == [{"name": "pcn1", "ncpus": 8, "mem": "8000mb"},
-                                          {"name": "pcn2", "ncpus": 8, "mem": "8000mb"}]
+    assert filters["pbs_nodes"](site) == [{"name": "pcn1", "ncpus": 8, "mem": "16000mb"},
+                                          {"name": "pcn2", "ncpus": 8, "mem": "16000mb"}]
     burst = next(q for q in filters["pbs_queues"](site) if q["name"] == "burst")["attributes"]
     assert burst["max_run_res.ncpus"] == ["[o:PBS_ALL=8]", "[u:PBS_GENERIC=4]"]

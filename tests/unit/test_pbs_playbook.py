@@ -126,10 +126,13 @@ def test_converge_applies_the_model_then_changes_nothing(site):
     assert "preemptive_sched: false" in (site["home"] / "sched_priv" / "sched_config").read_text()
 
     changed, output = play(site)
-    assert changed == 5, output  # sched_config, sched, 3 queues, server (sched_config counts with its handler)
+    # sched_config, sched, 3 queues, server, workq removed (sched_config counts with its handler)
+    assert changed == 6, output
     sent = commands(site)
     assert sent[0] == "set sched preempt_order = RD"
     assert "create queue burst" in sent and "set server default_queue = prod" in sent
+    # pbs_postinstall's queue open to everyone goes, after the default queue has moved to prod
+    assert sent.index("delete queue workq") > sent.index("set server default_queue = prod")
     # the role's site attributes (pbs_server_site_attributes), not derived from the model
     assert "set server flatuid = True" in sent and "set server job_history_enable = True" in sent
     assert 'set queue burst max_run_res.ncpus = "[o:PBS_ALL=256],[u:PBS_GENERIC=64]"' in sent
@@ -158,12 +161,13 @@ def test_drift_is_repaired_with_only_the_differences(site):
     (site["home"] / "sched_priv" / "sched_config").write_text(SCHED_CONFIG.replace("preemptive_sched: false",
                                                                                    "preemptive_sched: true"))
     changed, output = play(site, "--diff")
-    assert changed == 1, output
+    assert changed == 2, output  # the burst queue, and the installation queue workq that reappeared
     assert commands(site) == [
         "set queue burst Priority = 1",
         "set queue burst acl_groups = datasci",
         "set queue burst kill_delay = 120",
         'set queue burst max_run_res.ncpus = "[o:PBS_ALL=256],[u:PBS_GENERIC=64]"',
+        "delete queue workq",
     ]
     assert "-    Priority: '100'" in output and "+    Priority: '1'" in output  # --diff shows before and after
     assert wait_for_hup(site["hups"]) == 0  # sched_config unchanged: no SIGHUP
