@@ -13,8 +13,10 @@ import socket
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from client_helpers import wait_for
 
 from daskhpc import named
 
@@ -27,7 +29,10 @@ def home(tmp_path, monkeypatch):
 
 def stand_in(name):
     """A live process whose command line names daskhpc.named and the cluster, as the real one's does."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "daskhpc.named", "_serve", name])
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "daskhpc.named", "_serve", name])
+    # Until it has exec'd, /proc shows the forking test process's command line instead.
+    assert wait_for(lambda: b"daskhpc.named" in Path("/proc/%d/cmdline" % process.pid).read_bytes(), 30)
+    return process
 
 
 @pytest.mark.parametrize("bad", ["", "A", "../etc", "a b", "a/b", "-x", "a" * 33, "x\n", None, 3])
