@@ -8,6 +8,7 @@ neither read alice's record nor connect to her scheduler with his own certificat
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -59,9 +60,10 @@ def test_a_named_cluster_outlives_the_session_that_started_it(named_cluster):
     listed = sh(DASKHPC, "cluster", "list", user=USER).stdout
     assert NAME in listed and "running" in listed, listed
     total = sh(PYTHON, "-c", CONNECT, NAME, user=USER, timeout=900).stdout
-    assert "SUM 5050 2" in total, total
-    jobs = named_jobs()
-    assert len(jobs) == 2, squeue("--user=" + USER)
+    # 2 workers asked for: the site's workers-per-job may start them (and more) from one job.
+    found = re.search(r"SUM (\d+) (\d+)", total)
+    assert found and found.group(1) == "5050" and int(found.group(2)) >= 2, total
+    assert named_jobs(), squeue("--user=" + USER)
     # A second connection, from yet another session, sees the same cluster.
     assert "SUM 5050" in sh(PYTHON, "-c", CONNECT, NAME, user=USER, timeout=300).stdout
 
