@@ -169,15 +169,18 @@ def start(name, workers=None, maximum=None, python=None, walltime=None):
     """Start the detached process and wait until its scheduler is up; return its record."""
     check_name(name)
     existing = read_record(name)
-    if existing is not None and _process_alive(existing) is not False:
+    alive = _process_alive(existing) if existing is not None else False
+    if alive is not False:
         raise NamedClusterError("cluster %r is already %s at %s. Fix: `daskhpc cluster stop %s` first, or pick "
-                                "another name." % (name, "running" if _process_alive(existing) else
-                                                   "on " + str(existing.get("host")), existing["address"], name))
+                                "another name." % (name, "running" if alive else "on " + str(existing.get("host")),
+                                                   existing["address"], name))
     if existing is not None:
         os.unlink(record_path(name))
     options = {k: v for k, v in (("workers", workers), ("maximum", maximum), ("python", python),
                                  ("walltime", walltime)) if v is not None}
-    private_directory(home_directory("logs"))
+    from daskhpc.cluster.base import private_log_directory  # the worker jobs' own checks, same directory
+
+    private_log_directory(home_directory("logs"))
     log = log_path(name)
     with open(log, "ab") as handle:
         os.fchmod(handle.fileno(), 0o600)
