@@ -11,7 +11,8 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from daskhpc.exporter.source import UNAVAILABLE_NODE_STATES, BatchSystemError
+from daskhpc.exporter.source import UNAVAILABLE_NODE_STATES
+from daskhpc.scheduler import BatchError
 from daskhpc.core.pki import parse_ledger
 
 log = logging.getLogger("daskhpc.exporter")
@@ -41,7 +42,7 @@ class ExporterStats:
             self.errors[source] += 1
 
     def failed(self, source, exc, reason, count=True):
-        """The source's metrics are absent from now on, for *reason* (exporter_source.REASONS).
+        """The source's metrics are absent from now on, for *reason* (daskhpc.scheduler.REASONS).
 
         Not asking (skipped, budget) is not an error of the source; neither is an absent optional file."""
         if count and reason not in ("skipped", "budget"):
@@ -132,8 +133,8 @@ class BatchCollector:
         """What *read* returns, or None when the source failed (recorded in stats with its reason)."""
         try:
             value = read()
-        except BatchSystemError as exc:
-            self.reasons[source] = getattr(exc, "reason", "failed")
+        except BatchError as exc:
+            self.reasons[source] = exc.reason
             self.stats.failed(source, exc, self.reasons[source])
             return None
         self.reasons[source] = "ok"

@@ -27,8 +27,8 @@ from __future__ import annotations
 import time
 
 from daskhpc.scheduler import BatchError
-from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
-from daskhpc.core.pbs import parse_qstat_queues
+from daskhpc.exporter.source import BatchSource, ClusterState, Job, Node, Preemption
+from daskhpc.core.pbs import PbsError, parse_qstat_queues
 from daskhpc.scheduler.pbs import parse_pbsnodes, parse_qstat_jobs, reason_label
 
 JOB_STATES = {"Q": "pending", "W": "pending", "T": "pending", "H": "pending", "R": "running", "B": "running",
@@ -94,12 +94,12 @@ class PbsSource(BatchSource):
         self.events = []
 
     def read_state(self):
+        jobs = parse_qstat_jobs(self.run("qstat", "-f", "-F", "json"))
+        nodes = parse_pbsnodes(self.run("pbsnodes", "-av", "-F", "json"))
         try:
-            jobs = parse_qstat_jobs(self.run("qstat", "-f", "-F", "json"))
-            nodes = parse_pbsnodes(self.run("pbsnodes", "-av", "-F", "json"))
             queues = parse_qstat_queues(self.run("qstat", "-Qf", "-F", "json"))
-        except (BatchError, ValueError) as exc:
-            raise BatchSystemError(str(exc), "bad_output") from exc
+        except PbsError as exc:
+            raise BatchError(str(exc), "bad_output") from exc
         self._note_requeues(jobs)
         return cluster_state(nodes, jobs, queues, self.configured_queues)
 

@@ -42,7 +42,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from daskhpc.exporter.collectors import BatchCollector, CertificateCollector, ExporterStats
 from daskhpc.exporter.slurm import SlurmSource
-from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter.source import BatchSource, ClusterState, Job, Node, Preemption
+from daskhpc.scheduler import BatchError
 
 DEFAULT_CONFIG = "/etc/daskhpc/exporter.yaml"
 DEFAULTS = {
@@ -79,7 +80,7 @@ def source_class(scheduler):
     return found
 
 
-__all__ = ["SOURCES", "BatchCollector", "BatchSource", "BatchSystemError", "CertificateCollector",
+__all__ = ["SOURCES", "BatchCollector", "BatchSource", "BatchError", "CertificateCollector",
            "ClusterState", "Job", "Node", "Preemption", "build_registry", "load_config", "main"]
 
 

@@ -22,9 +22,10 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from daskhpc.core.site_model import expand_hostlist
+from daskhpc.scheduler import BatchError
 from daskhpc.scheduler.slurm import parse_timestamp
 
-from daskhpc.exporter.source import BatchSource, BatchSystemError, ClusterState, Job, Node, Preemption
+from daskhpc.exporter.source import BatchSource, ClusterState, Job, Node, Preemption
 
 SEP = "|"
 # job id (array expression included), partition, state, pending reason, user, cpus, node list
@@ -77,7 +78,7 @@ def parse_squeue(text):
             continue
         fields = line.split(SEP)
         if len(fields) != 7:
-            raise BatchSystemError("unexpected squeue line %r (want 7 fields separated by %r)" % (line, SEP),
+            raise BatchError("unexpected squeue line %r (want 7 fields separated by %r)" % (line, SEP),
                                    "bad_output")
         job_id, partition, state, reason, user, cpus, nodes = fields
         state = state.strip().lower()
@@ -114,7 +115,7 @@ def parse_sinfo(text):
             continue
         fields = line.split(SEP)
         if len(fields) != 6:
-            raise BatchSystemError("unexpected sinfo line %r (want 6 fields separated by %r)" % (line, SEP),
+            raise BatchError("unexpected sinfo line %r (want 6 fields separated by %r)" % (line, SEP),
                                    "bad_output")
         name, partition, avail, state, cpus, since = fields
         partitions_up[partition] = avail.strip().lower() == "up"
@@ -124,7 +125,7 @@ def parse_sinfo(text):
         try:
             alloc, idle, other, total = (int(x) for x in cpus.split("/"))
         except ValueError as exc:
-            raise BatchSystemError("unexpected CPU counts %r in sinfo line %r" % (cpus, line), "bad_output") from exc
+            raise BatchError("unexpected CPU counts %r in sinfo line %r" % (cpus, line), "bad_output") from exc
         node_state = normalise_node_state(state)
         nodes[name] = Node(
             name=name, partitions=[partition], state=node_state, cpus=total,

@@ -14,7 +14,7 @@ To add a batch system (the PBS collector does this), subclass :class:`BatchSourc
 to ``SOURCES`` in ``daskhpc/exporter/server.py`` under the site model's ``scheduler`` value.
 Sources run every command through :meth:`BatchSource.run`, which bounds it by
 ``command_timeout_seconds`` and by what is left of the scrape's budget (``deadline``, set by the
-collector), and raise :class:`BatchSystemError` (with a ``reason``) when the scheduler cannot be
+collector), and raise :class:`daskhpc.scheduler.BatchError` (with a ``reason``) when the scheduler cannot be
 read; the collector then leaves that source's metrics out, reports ``daskhpc_up 0`` and
 ``daskhpc_source_up{source,reason}``, counts the error, and the exporter keeps serving.
 
@@ -40,23 +40,10 @@ import shutil
 import time
 
 from daskhpc.core import command
+from daskhpc.scheduler import BatchError
 
 # Node states that mean "this node cannot take work"; alerts watch how long nodes stay in them.
 UNAVAILABLE_NODE_STATES = ("down", "drained", "draining", "fail", "failing", "maint", "unknown")
-
-
-#: why a source's metrics are absent (label ``reason`` of ``daskhpc_source_up``); "ok" when they are served
-REASONS = ("ok", "timeout", "failed", "not_found", "bad_output", "skipped", "budget")
-
-
-class BatchSystemError(RuntimeError):
-    """The batch system could not be read; ``reason`` is one of :data:`REASONS`: ``timeout`` (no answer in
-    time), ``failed`` (non-zero exit), ``not_found`` (no such command), ``bad_output`` (unparsable),
-    ``budget`` (not run: the scrape's time budget was spent)."""
-
-    def __init__(self, message, reason="failed"):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclasses.dataclass
@@ -137,15 +124,15 @@ class BatchSource(abc.ABC):
             timeout = min(timeout, self.deadline - time.monotonic())
         name = os.path.basename(argv[0])
         if timeout <= 0:
-            raise BatchSystemError("%s not run: the scrape's time budget is spent" % name, "budget")
+            raise BatchError("%s not run: the scrape's time budget is spent" % name, "budget")
         rc, out, err = command.run(argv, timeout)
         if rc == command.TIMED_OUT:
-            raise BatchSystemError("%s gave no answer within %.1fs (killed)" % (name, timeout), "timeout")
+            raise BatchError("%s gave no answer within %.1fs (killed)" % (name, timeout), "timeout")
         if rc == command.NOT_FOUND:
-            raise BatchSystemError("%s not found: install the scheduler's client commands or set the bin dir"
+            raise BatchError("%s not found: install the scheduler's client commands or set the bin dir"
                                    % argv[0], "not_found")
         if rc != 0:
-            raise BatchSystemError("%s exited %d: %s" % (name, rc, (err or out).strip()[:500]), "failed")
+            raise BatchError("%s exited %d: %s" % (name, rc, (err or out).strip()[:500]), "failed")
         return out
 
     @abc.abstractmethod

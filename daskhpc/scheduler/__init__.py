@@ -53,8 +53,19 @@ class JobState:
         return planned < self.time_limit_s - 60
 
 
+#: why a batch system could not be read (:attr:`BatchError.reason`; the exporter's label ``reason`` of
+#: ``daskhpc_source_up``, where "ok" means it was read and "skipped" that it was not asked)
+REASONS = ("ok", "timeout", "failed", "not_found", "bad_output", "skipped", "budget")
+
+
 class BatchError(RuntimeError):
-    """The batch system could not be asked (not reachable, command missing)."""
+    """The batch system could not be read; ``reason`` is one of :data:`REASONS`: ``timeout`` (no answer in
+    time), ``failed`` (non-zero exit), ``not_found`` (no such command), ``bad_output`` (unparsable),
+    ``budget`` (not run: the exporter's scrape had spent its time)."""
+
+    def __init__(self, message, reason="failed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class BatchSystem:
@@ -126,14 +137,15 @@ async def run_command(command, env=None, timeout=None):
             *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
             start_new_session=True)
     except FileNotFoundError as exc:
-        raise BatchError("%s not found: is the batch system's client installed here?" % command[0]) from exc
+        raise BatchError("%s not found: is the batch system's client installed here?" % command[0],
+                         "not_found") from exc
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:
         _kill_group(proc.pid)
         await proc.communicate()
         raise BatchError("%s gave no answer within %g s: the batch system is overloaded or down (try `scontrol ping`); "
-                         "nothing was waited for longer" % (" ".join(command), timeout)) from None
+                         "nothing was waited for longer" % (" ".join(command), timeout), "timeout") from None
     return proc.returncode, out.decode(), err.decode()
 
 

@@ -190,7 +190,7 @@ def parse_qstat_jobs(text):
     try:
         data = loads_pbs_json(text)
     except PbsError as exc:
-        raise BatchError(str(exc)) from exc
+        raise BatchError(str(exc), "bad_output") from exc
     return jobs_from(data.get("Jobs") or {})
 
 
@@ -245,7 +245,7 @@ def parse_pbsnodes(text):
     try:
         data = loads_pbs_json(text)
     except PbsError as exc:
-        raise BatchError(str(exc)) from exc
+        raise BatchError(str(exc), "bad_output") from exc
     nodes = {}
     for name, attrs in (data.get("nodes") or {}).items():
         available = attrs.get("resources_available") or {}

@@ -27,7 +27,7 @@ from daskhpc.exporter.slurm import (
     parse_sinfo,
     parse_squeue,
 )
-from daskhpc.exporter.source import BatchSystemError
+from daskhpc.scheduler import BatchError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "exporter")
 CONFIG = {
@@ -120,7 +120,7 @@ def test_parse_squeue_recorded():
 
 
 def test_parse_squeue_rejects_unexpected_format():
-    with pytest.raises(BatchSystemError, match="want 7 fields"):
+    with pytest.raises(BatchError, match="want 7 fields"):
         parse_squeue("JOBID PARTITION NAME USER\n")
 
 
@@ -136,7 +136,7 @@ def test_parse_sinfo_merges_partitions_and_reads_down_time():
 
 
 def test_parse_sinfo_rejects_bad_cpu_counts():
-    with pytest.raises(BatchSystemError, match="CPU counts"):
+    with pytest.raises(BatchError, match="CPU counts"):
         parse_sinfo("n1|prod|up|idle|8|Unknown\n")
 
 

@@ -365,9 +365,9 @@ def test_exporter_serves_the_shared_metric_names():
 
 def test_exporter_keeps_serving_when_pbs_is_down():
     def down(argv):
-        from daskhpc.exporter.source import BatchSystemError
+        from daskhpc.scheduler import BatchError
 
-        raise BatchSystemError("qstat: cannot connect to server pbs-head (errno=15010)")
+        raise BatchError("qstat: cannot connect to server pbs-head (errno=15010)")
 
     registry = build_registry(EXPORTER_CONFIG, source=PbsSource(EXPORTER_CONFIG, runner=down))
     text = generate_latest(registry).decode()
