@@ -31,7 +31,8 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 
 from daskhpc.exporter.collectors import BatchCollector
-from daskhpc.exporter.slurm import SQUEUE_FORMAT, SlurmSource, parse_squeue
+from daskhpc.exporter.slurm import SlurmSource
+from daskhpc.scheduler.slurm import SQUEUE_CLUSTER_FORMAT, parse_squeue
 
 CONFIG = {"burst_partitions": ["burst"], "production_partitions": ["prod", "bigmem"], "burst_max_share_ratio": 0.5,
           "burst_max_cores": 24, "min_interval_seconds": 0, "slow_interval_seconds": 1e9}
@@ -41,7 +42,8 @@ class ExpandedSlurmSource(SlurmSource):
     """The exporter's source with array tasks expanded (`squeue -r`)."""
 
     def read_state(self):
-        jobs = parse_squeue(self.run("squeue", "--all", "--noheader", "--states=all", "-r", "-o", SQUEUE_FORMAT))
+        jobs = parse_squeue(self.run("squeue", "--all", "--noheader", "--states=all", "-r",
+                                     "-o", SQUEUE_CLUSTER_FORMAT))
         state = super().read_state()
         state.jobs = jobs
         return state

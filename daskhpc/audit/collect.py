@@ -22,6 +22,7 @@ from daskhpc.audit import parse, probe
 from daskhpc.audit import pbs as pbsaudit
 from daskhpc.core import site_model
 from daskhpc.core.pki import parse_ledger
+from daskhpc.scheduler import parse_int
 from daskhpc.scheduler.slurm import parse_timestamp
 
 SCHEMA_VERSION = "1.0"
@@ -129,14 +130,14 @@ def partitions_section(model, live_text, sources):
             "in_model": name in classes,
             "in_scheduler": name in live,
             "nodes": have.get("Nodes") or want.get("Nodes") or ",".join(written.get("nodes", [])),
-            "total_cpus": _int(have.get("TotalCPUs")),
+            "total_cpus": parse_int(have.get("TotalCPUs")),
             "allow_groups_model": sorted(written.get("allow_groups") or []),
             "allow_groups_scheduler": parse.split_list(have.get("AllowGroups")) if have else [],
             "priority_tier_model": written.get("priority_tier"),
-            "priority_tier_scheduler": _int(have.get("PriorityTier")),
+            "priority_tier_scheduler": parse_int(have.get("PriorityTier")),
             "preempt_mode_model": want.get("PreemptMode", ""),
             "preempt_mode_scheduler": have.get("PreemptMode", ""),
-            "grace_time_scheduler": _int(have.get("GraceTime")),
+            "grace_time_scheduler": parse_int(have.get("GraceTime")),
             "max_time_model": want.get("MaxTime", written.get("max_time", "")),
             "max_time_scheduler": have.get("MaxTime", ""),
             "qos_model": want.get("QOS", ""),
@@ -160,7 +161,7 @@ def qos_section(model, live_text, sources):
             "name": name,
             "in_model": name in expected,
             "in_scheduler": name in live,
-            "priority": _int(have.get("Priority")),
+            "priority": parse_int(have.get("Priority")),
             "preempt": have.get("Preempt", ""),
             "preempt_mode": have.get("PreemptMode", ""),
             "grace_time": have.get("GraceTime", ""),
@@ -288,7 +289,7 @@ def sacct_runs(text):
     return [{"user": job["User"], "partition": job["Partition"].split(",")[0],
              "preempted": job["State"].split()[0] in ("PREEMPTED", "REQUEUED"),
              "start": parse_timestamp(job["Start"]), "end": parse_timestamp(job["End"]),
-             "cpus": _int(job["AllocCPUS"]) or 0} for job in parse.sacct_rows(text)]
+             "cpus": parse_int(job["AllocCPUS"]) or 0} for job in parse.sacct_rows(text)]
 
 
 def usage_section(model, sacct_text, since, until, sources, *, runs=None):
@@ -431,13 +432,6 @@ def denied(licence, deny):
 
 def _valid(model):
     return model is not None and model.valid
-
-
-def _int(value):
-    try:
-        return int(str(value).split("(", 1)[0])
-    except (TypeError, ValueError):
-        return None
 
 
 def default_period():

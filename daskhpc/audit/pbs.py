@@ -33,6 +33,7 @@ from datetime import datetime
 
 from daskhpc.core import pbs as pbsmodel
 from daskhpc.core import site_model
+from daskhpc.scheduler import parse_int
 
 SOURCES = ("pbs_print_server", "pbs_print_sched", "pbs_accounting")
 ENTITY = re.compile(r"\[(?P<kind>[ugpo]):(?P<name>[^=\]]+)=(?P<value>[^\]]+)\]")
@@ -41,13 +42,6 @@ PREEMPT_QUEUE_PRIO = 150  # OpenPBS's default when the scheduler does not say
 
 def _first(values, default=None):
     return values[0] if values else default
-
-
-def _int(value):
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
 
 
 def entity_limits(values):
@@ -79,7 +73,7 @@ def partition_rows(model, queues, sched):
     """The report's ``partitions`` rows from the live queues and the model."""
     classes = {p["name"]: p.get("class", "") for p in (model or {}).get("partitions", [])}
     written = {p["name"]: p for p in (model or {}).get("partitions", [])}
-    express = _int(_first(sched.get("preempt_queue_prio"))) or PREEMPT_QUEUE_PRIO
+    express = parse_int(_first(sched.get("preempt_queue_prio"))) or PREEMPT_QUEUE_PRIO
     preempt_order = _first(sched.get("preempt_order"), "SCR")  # OpenPBS's default
     modelled = {}
     if model is not None and getattr(model, "valid", False):
@@ -88,7 +82,7 @@ def partition_rows(model, queues, sched):
     for name in sorted(set(queues) | set(classes)):
         have, want, part = queues.get(name, {}), modelled.get(name, {}), written.get(name, {})
         cls = classes.get(name, "unknown (not in the site model)")
-        priority = _int(_first(have.get("Priority"), 0)) if name in queues else None
+        priority = parse_int(_first(have.get("Priority"), 0)) if name in queues else None
         if name not in queues:
             mode = ""
         elif cls == "burst":
@@ -113,7 +107,7 @@ def partition_rows(model, queues, sched):
             "priority_tier_scheduler": priority,
             "preempt_mode_model": "" if not want else (preempt_order if cls == "burst" else "OFF"),
             "preempt_mode_scheduler": mode,
-            "grace_time_scheduler": _int(_first(have.get("kill_delay"))),
+            "grace_time_scheduler": parse_int(_first(have.get("kill_delay"))),
             "max_time_model": str(want.get("resources_max.walltime", part.get("max_time", "") or "")),
             "max_time_scheduler": str(_first(have.get("resources_max.walltime"), "UNLIMITED" if have else "")),
             "qos_model": name if cls == "burst" and want else "",
@@ -140,7 +134,7 @@ def qos_rows(model, queues):
             "name": name,
             "in_model": bool(want),
             "in_scheduler": name in queues,
-            "priority": _int(_first(have.get("Priority"))),
+            "priority": parse_int(_first(have.get("Priority"))),
             "preempt": str(_first(have.get("resources_default.preempt_targets"), "")),
             "preempt_mode": "",
             "grace_time": str(_first(have.get("kill_delay"), "")),
@@ -220,7 +214,7 @@ def accounting_records(text):
 
 
 def _epoch(value):
-    number = _int(value)
+    number = parse_int(value)
     return datetime.fromtimestamp(number) if number else None  # local time, as the log's own stamps
 
 
@@ -236,7 +230,7 @@ def runs(text):
         if record["type"] not in ("S", "E", "R"):
             continue
         run = {"user": fields.get("user", ""), "partition": fields.get("queue", ""),
-               "start": _epoch(fields.get("start")), "cpus": _int(fields.get("Resource_List.ncpus")) or 0,
+               "start": _epoch(fields.get("start")), "cpus": parse_int(fields.get("Resource_List.ncpus")) or 0,
                "job_id": record["id"]}
         if record["type"] == "S":
             started[record["id"]] = run

@@ -11,8 +11,7 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from daskhpc.exporter.source import UNAVAILABLE_NODE_STATES
-from daskhpc.scheduler import BatchError
+from daskhpc.scheduler import UNAVAILABLE_NODE_STATES, BatchError
 from daskhpc.core.pki import parse_ledger
 
 log = logging.getLogger("daskhpc.exporter")

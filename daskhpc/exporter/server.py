@@ -42,8 +42,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from daskhpc.exporter.collectors import BatchCollector, CertificateCollector, ExporterStats
 from daskhpc.exporter.slurm import SlurmSource
-from daskhpc.exporter.source import BatchSource, ClusterState, Job, Node, Preemption
-from daskhpc.scheduler import BatchError
+from daskhpc.exporter.source import BatchSource
+from daskhpc.scheduler import BatchError, ClusterState, Job, Node, Preemption
 
 DEFAULT_CONFIG = "/etc/daskhpc/exporter.yaml"
 DEFAULTS = {

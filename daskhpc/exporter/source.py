@@ -3,89 +3,32 @@
 The exporter is split in two so that every batch system yields the same metric names:
 
 * a **source** (one per batch system) reads the scheduler with as few calls as possible and
-  returns plain records -- :class:`ClusterState` (nodes and jobs), :class:`Preemption` events
-  and optional scheduler-specific health metric families;
+  returns the scheduler adapter's plain records (:mod:`daskhpc.scheduler`) -- ``ClusterState``
+  (nodes and jobs), ``Preemption`` events -- and optional scheduler-specific health metric families;
 * :class:`daskhpc.exporter.collectors.BatchCollector` turns those records into the
   ``daskhpc_*`` metrics, caches them and throttles the source.
 
-To add a batch system (the PBS collector does this), subclass :class:`BatchSource` in a module
-``daskhpc/exporter_<scheduler>.py``, implement :meth:`~BatchSource.read_state`, and optionally
-:meth:`~BatchSource.read_preemptions` and :meth:`~BatchSource.read_health`, then add the class
-to ``SOURCES`` in ``daskhpc/exporter/server.py`` under the site model's ``scheduler`` value.
-Sources run every command through :meth:`BatchSource.run`, which bounds it by
-``command_timeout_seconds`` and by what is left of the scrape's budget (``deadline``, set by the
-collector), and raise :class:`daskhpc.scheduler.BatchError` (with a ``reason``) when the scheduler cannot be
-read; the collector then leaves that source's metrics out, reports ``daskhpc_up 0`` and
+To add a batch system (the PBS source does this), parse its output in
+``daskhpc/scheduler/<scheduler>.py``, subclass :class:`BatchSource` in
+``daskhpc/exporter/<scheduler>.py``, implement :meth:`~BatchSource.read_state`, and optionally
+:meth:`~BatchSource.read_preemptions` and :meth:`~BatchSource.read_health`, then add the class to
+``SOURCES`` in ``daskhpc/exporter/server.py`` under the site model's ``scheduler`` value. Sources run
+every command through :meth:`BatchSource.run`, which bounds it by ``command_timeout_seconds`` and by what
+is left of the scrape's budget (``deadline``, set by the collector), and raise
+:class:`daskhpc.scheduler.BatchError` (with a ``reason``) when the scheduler cannot be read; the
+collector then leaves that source's metrics out, reports ``daskhpc_up 0`` and
 ``daskhpc_source_up{source,reason}``, counts the error, and the exporter keeps serving.
-
-Vocabulary shared by all sources (so dashboards and alerts work everywhere):
-
-* node ``state``: lower-case base state without flag suffixes: ``idle``, ``mixed``,
-  ``allocated``, ``completing``, ``draining``, ``drained``, ``down``, ``reserved``,
-  ``maint``, ``fail``, ``unknown`` (others pass through lower-cased);
-* job ``state``: lower-case, SLURM's long names (``pending``, ``running``, ``suspended``,
-  ``completing``, ``completed``, ``cancelled``, ``failed``, ``timeout``, ``preempted``,
-  ``node_fail``, ``requeued``, ...); PBS maps Q->pending, R->running, H->pending with a
-  hold reason, S->suspended, E->completing, F->completed;
-* job ``reason``: the scheduler's pending reason (``Resources``, ``Priority``, ``JobHeldUser``,
-  ``QOSMaxCpuPerUserLimit``, ...); empty for jobs that are not pending.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
 import os
 import shutil
 import time
 
 from daskhpc.core import command
-from daskhpc.scheduler import BatchError
-
-# Node states that mean "this node cannot take work"; alerts watch how long nodes stay in them.
-UNAVAILABLE_NODE_STATES = ("down", "drained", "draining", "fail", "failing", "maint", "unknown")
-
-
-@dataclasses.dataclass
-class Node:
-    name: str
-    partitions: list
-    state: str
-    cpus: int
-    cpus_allocated: int
-    cpus_idle: int
-    cpus_other: int
-    # When the node became unavailable (epoch seconds), for down/drained nodes; None otherwise.
-    unavailable_since: float | None = None
-
-
-@dataclasses.dataclass
-class Job:
-    partition: str
-    state: str
-    user: str
-    cpus: int
-    reason: str = ""
-    nodes: list = dataclasses.field(default_factory=list)
-    # A pending job array is one record standing for `count` jobs.
-    count: int = 1
-
-
-@dataclasses.dataclass
-class ClusterState:
-    nodes: list
-    jobs: list
-    # partition name -> True when the partition accepts and runs jobs
-    partitions_up: dict
-
-
-@dataclasses.dataclass(frozen=True)
-class Preemption:
-    job_id: str
-    partition: str
-    user: str
-    time: float
-
+from daskhpc.scheduler import BatchError, ClusterState
 
 class BatchSource(abc.ABC):
     """Reads one batch system. Subclasses must not make one call per node or per job."""

@@ -1,4 +1,5 @@
-"""What the batch system says about a cluster's jobs: the phases, the interface and the async runner.
+"""What the batch system says about a cluster's jobs and about the whole cluster: the phases, the records,
+the interface and the async runner.
 
 One adapter per batch system lives beside this module (``slurm.py``, ``pbs.py``); the synchronous
 runner for the CLI and the exporter is the core's :func:`daskhpc.core.command.run`.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 # Longest a batch command may take. A controller that does not answer within this is stuck, not slow:
@@ -51,6 +52,72 @@ class JobState:
             return False
         planned = (self.end - self.start).total_seconds()
         return planned < self.time_limit_s - 60
+
+
+# What the exporter and the audit read of the whole cluster, in a vocabulary every batch system shares
+# (so dashboards and alerts work everywhere):
+#
+# * node ``state``: lower-case base state without flag suffixes: ``idle``, ``mixed``, ``allocated``,
+#   ``completing``, ``draining``, ``drained``, ``down``, ``reserved``, ``maint``, ``fail``, ``unknown``
+#   (others pass through lower-cased);
+# * job ``state``: lower-case, SLURM's long names (``pending``, ``running``, ``suspended``, ``completing``,
+#   ``completed``, ``cancelled``, ``failed``, ``timeout``, ``preempted``, ``node_fail``, ``requeued``, ...);
+#   PBS maps Q->pending, R->running, H->pending with a hold reason, S->suspended, E->completing,
+#   F->completed;
+# * job ``reason``: the scheduler's pending reason (``Resources``, ``Priority``, ``JobHeldUser``,
+#   ``QOSMaxCpuPerUserLimit``, ...); empty for jobs that are not pending.
+
+# Node states that mean "this node cannot take work"; alerts watch how long nodes stay in them.
+UNAVAILABLE_NODE_STATES = ("down", "drained", "draining", "fail", "failing", "maint", "unknown")
+
+
+@dataclass
+class Node:
+    name: str
+    partitions: list
+    state: str
+    cpus: int
+    cpus_allocated: int
+    cpus_idle: int
+    cpus_other: int
+    # When the node became unavailable (epoch seconds), for down/drained nodes; None otherwise.
+    unavailable_since: float | None = None
+
+
+@dataclass
+class Job:
+    partition: str
+    state: str
+    user: str
+    cpus: int
+    reason: str = ""
+    nodes: list = field(default_factory=list)
+    # A pending job array is one record standing for `count` jobs.
+    count: int = 1
+
+
+@dataclass
+class ClusterState:
+    nodes: list
+    jobs: list
+    # partition name -> True when the partition accepts and runs jobs
+    partitions_up: dict
+
+
+@dataclass(frozen=True)
+class Preemption:
+    job_id: str
+    partition: str
+    user: str
+    time: float
+
+
+def parse_int(value, default=None):
+    """A whole number as a batch command prints it (``8``, `` 8 ``, ``8(...)``); *default* for anything else."""
+    try:
+        return int(str(value).split("(", 1)[0])
+    except ValueError:
+        return default
 
 
 #: why a batch system could not be read (:attr:`BatchError.reason`; the exporter's label ``reason`` of

@@ -1,4 +1,5 @@
-"""OpenPBS for the Dask client and the exporter: read ``qstat -f -F json`` and ``pbsnodes -av -F json``.
+"""OpenPBS for the Dask client and the exporter: read ``qstat -f -F json``, ``pbsnodes -av -F json`` and
+``qstat -Qf -F json``, and the whole cluster's state from them (:func:`cluster_state`).
 
 The qmgr side (``print server``, ``qstat -Qf -F json``, the attribute tables) lives in the collection's
 ``module_utils/_core/pbs.py``, shipped here as :mod:`daskhpc.core.pbs`; its JSON loader is reused so that
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from daskhpc import scheduler
-from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, JobState
+from daskhpc.core import pbs as pbsmodel
 from daskhpc.core.pbs import PbsError, loads_pbs_json, time_seconds
+from daskhpc.scheduler import (ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, UNAVAILABLE_NODE_STATES, BatchError,
+                               BatchSystem, ClusterState, Job, JobState, Node, parse_int)
 
 # job_state letters (qstat(1B)): phases the BurstCluster acts on.
 PBS_PHASES = {
@@ -133,13 +136,6 @@ class PbsJob:
         return self.exit_status == JOB_EXEC_KILL_WALLTIME
 
 
-def _int(value, default=0):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def _split_dsv(line, delimiter):
     """Fields of one ``-F dsv`` line; qstat escapes a delimiter inside a value with a backslash."""
     fields, current, chars = [], [], iter(line)
@@ -204,7 +200,6 @@ def jobs_from(attributes):
             walltime_s = time_seconds(walltime) if walltime is not None else None
         except ValueError:
             walltime_s = None
-        exit_status = attrs.get("Exit_status")
         jobs[job_id] = PbsJob(
             job_id=job_id,
             name=str(attrs.get("Job_Name", "")),
@@ -215,10 +210,10 @@ def jobs_from(attributes):
             exec_host=str(attrs.get("exec_host", "")),
             exec_vnode=str(attrs.get("exec_vnode", "")),
             hosts=exec_hosts(attrs.get("exec_host")),
-            ncpus=_int(resources.get("ncpus")),
-            run_count=_int(attrs.get("run_count")),
+            ncpus=parse_int(resources.get("ncpus"), 0),
+            run_count=parse_int(attrs.get("run_count"), 0),
             rerunable=str(attrs.get("Rerunable", "True")) == "True",
-            exit_status=_int(exit_status, None) if exit_status is not None else None,
+            exit_status=parse_int(attrs.get("Exit_status")),
             hold_types=str(attrs.get("Hold_Types", "n")),
             walltime_s=walltime_s,
             start=_time(attrs.get("stime")),
@@ -255,8 +250,8 @@ def parse_pbsnodes(text):
         nodes[name] = PbsNode(
             name=name,
             states=[s.strip() for s in str(attrs.get("state", "")).split(",") if s.strip()],
-            ncpus=_int(available.get("ncpus")),
-            ncpus_assigned=_int(assigned.get("ncpus")),
+            ncpus=parse_int(available.get("ncpus"), 0),
+            ncpus_assigned=parse_int(assigned.get("ncpus"), 0),
             jobs=[str(j) for j in attrs.get("jobs") or []],
             comment=str(attrs.get("comment", "")),
             queue=str(attrs.get("queue", "")),
@@ -341,3 +336,77 @@ def reason_label(job):
     if "limit" in text.lower():
         return "QOSMaxCpuPerUserLimit" if re.search(r"\buser\b", text, re.IGNORECASE) else "QOSGrpCpuLimit"
     return "Other"
+
+
+# --- the whole cluster, for the exporter ------------------------------------------------------------
+#
+# PBS in the vocabulary every batch system shares (daskhpc.scheduler):
+#
+# * partitions are queues; a node serves the queue named in its ``queue`` attribute, else the queues in
+#   its ``resources_available.Qlist``, else every configured queue (PBS's default: any queue may use any
+#   node);
+# * node states: ``free`` -> ``idle`` (``mixed`` when some cores are assigned), ``job-busy``/
+#   ``job-exclusive``/``busy`` -> ``allocated``, ``offline`` -> ``drained`` (``draining`` while jobs still
+#   run), ``down`` -> ``down``, ``state-unknown``/``stale`` -> ``unknown``, ``resv-exclusive`` ->
+#   ``reserved``, ``provisioning`` -> ``maint``, ``unresolvable`` -> ``fail``;
+# * job states: Q/W/T -> ``pending``, H -> ``pending`` (reason JobHeldUser/JobHeldAdmin), R/B ->
+#   ``running``, E -> ``completing``, S/U -> ``suspended``;
+# * pending reasons from the scheduler's comment (:func:`reason_label`): "Insufficient amount of resource"
+#   -> ``Resources``, "User has reached queue ... running job limit" -> ``QOSMaxJobsPerUserLimit``, other
+#   limits -> ``QOSMaxCpuPerUserLimit`` / ``QOSGrpCpuLimit``, anything else -> ``Other``.
+
+
+def parse_qstat_queues(text):
+    """``qstat -Qf -F json`` -> {queue: {attr[.res]: [values]}}, read by the core's qmgr side."""
+    try:
+        return pbsmodel.parse_qstat_queues(text)
+    except PbsError as exc:
+        raise BatchError(str(exc), "bad_output") from exc
+
+
+# job_state letters in the shared vocabulary (SLURM's long names)
+SHARED_JOB_STATES = {"Q": "pending", "W": "pending", "T": "pending", "H": "pending", "R": "running",
+                     "B": "running", "E": "completing", "S": "suspended", "U": "suspended", "F": "completed",
+                     "X": "completed", "M": "completed"}
+# Most severe first: a node "state-unknown,down" is down.
+_NODE_STATE_ORDER = (("down", "down"), ("unresolvable", "fail"), ("offline", "drained"),
+                     ("state-unknown", "unknown"), ("stale", "unknown"), ("provisioning", "maint"),
+                     ("wait-provisioning", "maint"), ("resv-exclusive", "reserved"),
+                     ("job-exclusive", "allocated"), ("job-busy", "allocated"), ("busy", "allocated"),
+                     ("free", "idle"))
+
+
+def node_state(node):
+    for pbs_state, state in _NODE_STATE_ORDER:
+        if pbs_state in node.states:
+            if state == "idle" and node.ncpus_assigned:
+                return "mixed"
+            if state == "drained" and node.jobs:
+                return "draining"
+            return state
+    return (node.states[0] if node.states else "unknown").lower()
+
+
+def cluster_state(nodes, jobs, queues, configured_queues):
+    """ClusterState from :func:`parse_pbsnodes`, :func:`parse_qstat_jobs` and :func:`parse_qstat_queues`."""
+    queue_names = list(queues) or list(configured_queues)
+    records = []
+    for node in nodes.values():
+        state = node_state(node)
+        total, assigned = node.ncpus, min(node.ncpus_assigned, node.ncpus)
+        serves = [node.queue] if node.queue else (node.qlist or list(configured_queues) or queue_names)
+        unavailable = state in UNAVAILABLE_NODE_STATES
+        records.append(Node(
+            name=node.name, partitions=serves, state=state, cpus=total, cpus_allocated=assigned,
+            cpus_idle=0 if unavailable else total - assigned, cpus_other=total - assigned if unavailable else 0,
+            unavailable_since=node.last_state_change if unavailable else None))
+    job_records = []
+    for job in jobs.values():
+        state = SHARED_JOB_STATES.get(job.state, job.state.lower())
+        job_records.append(Job(partition=job.queue, state=state, user=job.user, cpus=job.ncpus,
+                               reason=reason_label(job) if state == "pending" else "",
+                               nodes=list(job.hosts) if state != "pending" else []))
+    partitions_up = {}
+    for name, attrs in queues.items():
+        partitions_up[name] = all((attrs.get(key) or ["False"])[0] == "True" for key in ("enabled", "started"))
+    return ClusterState(nodes=records, jobs=job_records, partitions_up=partitions_up)

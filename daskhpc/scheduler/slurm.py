@@ -1,15 +1,20 @@
-"""SLURM for the cluster, the exporter and the audit: job phases, and SLURM's times and durations read once.
+"""SLURM for the cluster, the exporter and the audit: job phases, the cluster's state, and SLURM's times and
+durations read once.
 
 ``SlurmBatch`` answers a cluster's job state with one ``squeue`` per poll (plus one ``sacct`` only for
-jobs that have already left ``squeue``).
+jobs that have already left ``squeue``). The exporter reads the whole cluster from one ``squeue`` and one
+``sinfo`` (:func:`parse_squeue`, :func:`parse_sinfo`), preemptions from ``sacct``
+(:func:`parse_sacct_preemptions`) and slurmctld's health from ``sdiag`` (:func:`parse_sdiag`).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
-from daskhpc.core.site_model import parse_duration_minutes
-from daskhpc.scheduler import ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, JobState
+from daskhpc.core.site_model import expand_hostlist, parse_duration_minutes
+from daskhpc.scheduler import (ENDED, ENDING, PENDING, RUNNING, STUCK, SUSPENDED, BatchError, BatchSystem, ClusterState,
+                               Job, JobState, Node, Preemption)
 
 SLURM_PHASES = {
     "PENDING": PENDING, "REQUEUED": PENDING, "REQUEUE_FED": PENDING, "CONFIGURING": PENDING,
@@ -26,7 +31,7 @@ SLURM_PHASES = {
 # SQUEUE_*/SACCT_*/SCANCEL_* change what the others report or act on: none of them may reach a command.
 SLURM_ENV_PREFIXES = ("SBATCH_", "SLURM_", "SQUEUE_", "SACCT_", "SCANCEL_", "SCONTROL_", "SINFO_", "SACCTMGR_")
 
-SQUEUE_FORMAT = "%i|%T|%r|%S|%e|%l|%N"
+SQUEUE_JOB_STATE_FORMAT = "%i|%T|%r|%S|%e|%l|%N"
 
 
 def parse_timestamp(text):
@@ -65,7 +70,7 @@ class SlurmBatch(BatchSystem):
     def query_command(self, job_ids):
         # --states=all keeps jobs that ended within MinJobAge, so most endings need no sacct call.
         return [self.squeue, "--noheader", "--states=all", "--jobs=" + ",".join(job_ids),
-                "--format=" + SQUEUE_FORMAT]
+                "--format=" + SQUEUE_JOB_STATE_FORMAT]
 
     def parse_query(self, text):
         states = {}
@@ -102,3 +107,158 @@ class SlurmBatch(BatchSystem):
     def release_command(self, job_ids):
         # SLURM holds a requeued job back for about two minutes (reason BeginTime); its owner may lift that.
         return [self.scontrol, "update", "JobId=" + ",".join(job_ids), "StartTime=now"]
+
+
+# --- the whole cluster, for the exporter ------------------------------------------------------------
+
+SEP = "|"
+# job id (array expression included), partition, state, pending reason, user, cpus, node list
+SQUEUE_CLUSTER_FORMAT = SEP.join(["%i", "%P", "%T", "%r", "%u", "%C", "%N"])
+# node, partition, partition availability, node state, cpus alloc/idle/other/total, reason time
+SINFO_CLUSTER_FORMAT = SEP.join(["%N", "%R", "%a", "%T", "%C", "%H"])
+SACCT_PREEMPTION_FIELDS = "JobIDRaw,Partition,User,End,State"
+
+_ARRAY_RE = re.compile(r"_\[([^\]]*)\]$")
+
+
+def array_task_count(job_id):
+    """How many jobs a squeue job id stands for: ``12_[1-1000%10]`` is 1000, ``12_3`` is 1."""
+    match = _ARRAY_RE.search(job_id)
+    if not match:
+        return 1
+    count = 0
+    for part in match.group(1).split("%")[0].split(","):
+        # `1-99:2` is a stepped range
+        span, _sep, step = part.partition(":")
+        lo, _sep, hi = span.partition("-")
+        try:
+            count += len(range(int(lo), int(hi or lo) + 1, int(step or 1)))
+        except ValueError:
+            count += 1
+    return max(count, 1)
+
+
+def _expand_nodes(expr):
+    if not expr or expr in ("(null)", "None"):
+        return []
+    try:
+        return expand_hostlist(expr)
+    except ValueError:
+        return [expr]
+
+
+def short_reason(reason):
+    """A pending reason fit for a label: slurmctld sometimes sends a sentence with job-specific
+    details in parentheses ("Job's QOS not permitted to use this partition (burst allows ...)");
+    keep the sentence, drop the details, so the label's values stay few."""
+    return re.sub(r"\s*\(.*\)\s*$", "", reason.strip())[:64]
+
+
+def parse_squeue(text):
+    """Jobs from ``squeue -h -o SQUEUE_CLUSTER_FORMAT`` output."""
+    jobs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split(SEP)
+        if len(fields) != 7:
+            raise BatchError("unexpected squeue line %r (want 7 fields separated by %r)" % (line, SEP),
+                                   "bad_output")
+        job_id, partition, state, reason, user, cpus, nodes = fields
+        state = state.strip().lower()
+        jobs.append(Job(
+            partition=partition,
+            state=state,
+            user=user,
+            cpus=int(cpus) if cpus.isdigit() else 0,
+            reason=short_reason(reason) if state == "pending" else "",
+            nodes=_expand_nodes(nodes) if state != "pending" else [],
+            count=array_task_count(job_id),
+        ))
+    return jobs
+
+
+def normalise_node_state(state):
+    """``down*`` -> ``down``, ``idle~`` -> ``idle``, ``drained+maint`` -> ``drained``."""
+    base = re.split(r"[+]", state.strip().lower(), maxsplit=1)[0]
+    return base.rstrip("*~#!%$@^-") or "unknown"
+
+
+def epoch_seconds(text):
+    """SLURM's local-time timestamp as epoch seconds; None for Unknown/None."""
+    when = parse_timestamp(text)
+    return None if when is None else when.timestamp()
+
+
+def parse_sinfo(text):
+    """Nodes (merged across partitions) and partition availability from ``sinfo -h -N -o SINFO_CLUSTER_FORMAT``."""
+    nodes = {}
+    partitions_up = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split(SEP)
+        if len(fields) != 6:
+            raise BatchError("unexpected sinfo line %r (want 6 fields separated by %r)" % (line, SEP),
+                                   "bad_output")
+        name, partition, avail, state, cpus, since = fields
+        partitions_up[partition] = avail.strip().lower() == "up"
+        if name in nodes:
+            nodes[name].partitions.append(partition)
+            continue
+        try:
+            alloc, idle, other, total = (int(x) for x in cpus.split("/"))
+        except ValueError as exc:
+            raise BatchError("unexpected CPU counts %r in sinfo line %r" % (cpus, line), "bad_output") from exc
+        node_state = normalise_node_state(state)
+        nodes[name] = Node(
+            name=name, partitions=[partition], state=node_state, cpus=total,
+            cpus_allocated=alloc, cpus_idle=idle, cpus_other=other,
+            unavailable_since=epoch_seconds(since),
+        )
+    return ClusterState(nodes=list(nodes.values()), jobs=[], partitions_up=partitions_up)
+
+
+def parse_sacct_preemptions(text):
+    """Preemption events from ``sacct -P -n -o SACCT_PREEMPTION_FIELDS`` output."""
+    events = []
+    for line in text.splitlines():
+        fields = line.split(SEP)
+        if len(fields) != 5 or not fields[4].upper().startswith("PREEMPTED"):
+            continue
+        job_id, partition, user, end, _state = fields
+        when = epoch_seconds(end)
+        if when is not None:
+            events.append(Preemption(job_id=job_id, partition=partition, user=user, time=when))
+    return events
+
+
+_RPC_RE = re.compile(r"^\s*(\S+)\s*\(\s*\d+\)\s+count:(\d+)\s+ave_time:\d+\s+total_time:(\d+)")
+
+
+def parse_sdiag(text):
+    """``sdiag`` output to {'values': {(section, key): number}, 'rpc': {type: (count, total_us)}}."""
+    section = ""
+    values = {}
+    rpc = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Main schedule statistics"):
+            section = "main"
+        elif stripped.startswith("Backfilling stats"):
+            section = "backfill"
+        elif stripped.startswith("Remote Procedure Call statistics by message type"):
+            section = "rpc_type"
+        elif stripped.startswith("Remote Procedure Call statistics by user"):
+            section = "rpc_user"
+        elif section == "rpc_type":
+            match = _RPC_RE.match(line)
+            if match:
+                rpc[match.group(1)] = (int(match.group(2)), int(match.group(3)))
+        elif ":" in stripped and section in ("", "main", "backfill"):
+            key, _sep, value = stripped.partition(":")
+            value = value.strip().split()[0] if value.strip() else ""
+            if re.match(r"^-?\d+(\.\d+)?$", value):
+                # top-level lines appear before the first section header
+                values[(section, key.strip())] = float(value)
+    return {"values": values, "rpc": rpc}

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daskhpc.exporter.server import ConfigError, build_registry, load_config
 from daskhpc.exporter.collectors import BatchCollector, ExporterStats
-from daskhpc.exporter.slurm import (
-    SlurmSource,
+from daskhpc.exporter.slurm import SlurmSource
+from daskhpc.scheduler.slurm import (
     array_task_count,
     normalise_node_state,
     parse_sacct_preemptions,
