@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from ._core import command
 from .sacctmgr import (
     Sacctmgr,
     SacctmgrError,
@@ -47,15 +46,6 @@ ACCOUNT_ASSOC_FIELDS = {
 USER_FIELDS = {
     "default_account": ("DefaultAccount", "defaultaccount", norm_text),
     "admin_level": ("AdminLevel", "admin", norm_folded),
-}
-
-
-# Options every sacctmgr-backed module takes.
-COMMON_ARGUMENT_SPEC = {
-    "name": {"type": "str", "required": True},
-    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "sacctmgr_path": {"type": "str", "default": "sacctmgr"},
-    "command_timeout": {"type": "int", "default": command.DEFAULT_TIMEOUT},
 }
 
 

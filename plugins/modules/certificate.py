@@ -185,6 +185,7 @@ privatekey_path:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import pki_argument_spec
 
 ITEM_OPTIONS = ("path", "privatekey_path", "subject", "subject_alt_names", "profile", "key_type", "days",
                 "renew_before_days", "rotate_key", "force", "owner", "group", "mode", "privatekey_mode",
@@ -202,9 +203,7 @@ def to_request(params):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "ca_dir": {"type": "path", "required": True},
-            "ca_passphrase": {"type": "str", "required": True, "no_log": True},
-            "requested_by": {"type": "str"},
+            **pki_argument_spec(),
             "path": {"type": "path", "required": True},
             "privatekey_path": {"type": "path"},
             "subject": {"type": "dict", "required": True},

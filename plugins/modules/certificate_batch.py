@@ -98,6 +98,7 @@ certificates:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import pki_argument_spec
 
 
 def _item_request(item):
@@ -115,9 +116,7 @@ def _brief(result):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "ca_dir": {"type": "path", "required": True},
-            "ca_passphrase": {"type": "str", "required": True, "no_log": True},
-            "requested_by": {"type": "str"},
+            **pki_argument_spec(),
             "certificates": {"type": "list", "elements": "dict", "required": True},
             "defaults": {"type": "dict", "default": {}},
             "fsync": {"type": "bool", "default": True},

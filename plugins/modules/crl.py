@@ -99,14 +99,13 @@ path:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import pki
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import pki_argument_spec
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "ca_dir": {"type": "path", "required": True},
-            "ca_passphrase": {"type": "str", "required": True, "no_log": True},
-            "requested_by": {"type": "str"},
+            **pki_argument_spec(),
             "revoke": {"type": "list", "elements": "dict", "default": [], "options": {
                 "serial": {"type": "str", "required": True},
                 "reason": {"type": "str", "default": "unspecified", "choices": list(pki.REVOCATION_REASONS)},

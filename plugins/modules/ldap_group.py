@@ -121,10 +121,11 @@ diff:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import ldap_argument_spec
 
 
 def main():
-    argument_spec = dict(ldapu.CONNECTION_ARGS)
+    argument_spec = ldap_argument_spec()
     argument_spec.update(
         name=dict(type="str", required=True),
         base=dict(type="str", required=True),

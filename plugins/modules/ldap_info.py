@@ -102,12 +102,13 @@ users:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import ldap_argument_spec
 
 USER_ATTRIBUTES = ["uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "loginShell"]
 
 
 def main():
-    argument_spec = dict(ldapu.CONNECTION_ARGS)
+    argument_spec = ldap_argument_spec()
     argument_spec.update(
         base=dict(type="str"),
         group_base=dict(type="str"),

@@ -124,10 +124,11 @@ diff:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import ldap_argument_spec
 
 
 def main():
-    argument_spec = dict(ldapu.CONNECTION_ARGS)
+    argument_spec = ldap_argument_spec()
     argument_spec.update(
         uid=dict(type="str", required=True),
         base=dict(type="str", required=True),

@@ -19,6 +19,7 @@ description:
     bad values fail before anything changes.
   - Attributes not listed are left alone unless O(purge=true).
 extends_documentation_fragment:
+  - onprem.daskhpc.qmgr
   - onprem.daskhpc.command
 options:
   name:
@@ -44,13 +45,6 @@ options:
     description: Unset the attributes the queue has that O(attributes) does not list.
     type: bool
     default: false
-  qmgr_path:
-    description: Path to qmgr (C(/opt/pbs/bin/qmgr) on a default install).
-    type: str
-    default: qmgr
-  server:
-    description: PBS server to manage; the default server when unset.
-    type: str
 attributes:
   check_mode:
     support: full
@@ -118,8 +112,8 @@ queue:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import command_argument_spec, qmgr_argument_spec
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core.pbs import (
-    QMGR_ARGUMENT_SPEC,
     PbsError,
     ensure_queue,
     module_qmgr,
@@ -133,7 +127,8 @@ def main():
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "attributes": {"type": "dict", "default": {}},
             "purge": {"type": "bool", "default": False},
-            **QMGR_ARGUMENT_SPEC,
+            **qmgr_argument_spec(),
+            **command_argument_spec(),
         },
         supports_check_mode=True,
     )

@@ -18,6 +18,7 @@ description:
   - Reads the current state with C(qmgr -c 'print sched'), validates names and values
     (pbs_sched_attributes(7B)) and runs one C(qmgr -c 'set sched ...') per attribute that differs.
 extends_documentation_fragment:
+  - onprem.daskhpc.qmgr
   - onprem.daskhpc.command
 options:
   name:
@@ -28,13 +29,6 @@ options:
     description: Scheduler attributes, e.g. C(preempt_order) C(RD) (requeue, delete if the job cannot be requeued).
     type: dict
     required: true
-  qmgr_path:
-    description: Path to qmgr.
-    type: str
-    default: qmgr
-  server:
-    description: PBS server to manage; the default server when unset.
-    type: str
 attributes:
   check_mode:
     support: full
@@ -78,8 +72,8 @@ sched:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import command_argument_spec, qmgr_argument_spec
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core.pbs import (
-    QMGR_ARGUMENT_SPEC,
     PbsError,
     ensure_sched,
     module_qmgr,
@@ -91,7 +85,8 @@ def main():
         argument_spec={
             "name": {"type": "str", "default": "default"},
             "attributes": {"type": "dict", "required": True},
-            **QMGR_ARGUMENT_SPEC,
+            **qmgr_argument_spec(),
+            **command_argument_spec(),
         },
         supports_check_mode=True,
     )

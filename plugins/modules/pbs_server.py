@@ -18,19 +18,13 @@ description:
     built-in and site resources; unknown names and bad values fail before anything changes.
   - Only the attributes listed are managed; nothing is ever unset.
 extends_documentation_fragment:
+  - onprem.daskhpc.qmgr
   - onprem.daskhpc.command
 options:
   attributes:
     description: Server attributes as qmgr names them; lists (C(managers), C(acl_roots)) as YAML lists.
     type: dict
     required: true
-  qmgr_path:
-    description: Path to qmgr (C(/opt/pbs/bin/qmgr) on a default install).
-    type: str
-    default: qmgr
-  server:
-    description: PBS server to manage; the default server when unset.
-    type: str
 attributes:
   check_mode:
     support: full
@@ -78,8 +72,8 @@ server:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import command_argument_spec, qmgr_argument_spec
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core.pbs import (
-    QMGR_ARGUMENT_SPEC,
     PbsError,
     ensure_server,
     module_qmgr,
@@ -90,7 +84,8 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "attributes": {"type": "dict", "required": True},
-            **QMGR_ARGUMENT_SPEC,
+            **qmgr_argument_spec(),
+            **command_argument_spec(),
         },
         supports_check_mode=True,
     )

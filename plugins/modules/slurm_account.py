@@ -15,17 +15,9 @@ description:
   - Reads state with C(--parsable2 --noheader) and explicit fields; changes only what differs.
   - User associations are not managed here; see M(onprem.daskhpc.slurm_ldap_sync).
 extends_documentation_fragment:
+  - onprem.daskhpc.sacctmgr
   - onprem.daskhpc.command
 options:
-  name:
-    description: Account name.
-    type: str
-    required: true
-  state:
-    description: Whether the account should exist.
-    type: str
-    choices: [present, absent]
-    default: present
   cluster:
     description: Cluster whose association is managed; all clusters when unset.
     type: str
@@ -45,10 +37,6 @@ options:
   default_qos:
     description: QOS used when a job names none.
     type: str
-  sacctmgr_path:
-    description: Path to sacctmgr.
-    type: str
-    default: sacctmgr
 attributes:
   check_mode:
     support: full
@@ -84,8 +72,11 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import (
+    command_argument_spec,
+    sacctmgr_argument_spec,
+)
 from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
-    COMMON_ARGUMENT_SPEC,
     ensure_account,
     run_or_fail,
 )
@@ -94,7 +85,8 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting im
 def main():
     module = AnsibleModule(
         argument_spec={
-            **COMMON_ARGUMENT_SPEC,
+            **sacctmgr_argument_spec(),
+            **command_argument_spec(),
             "cluster": {"type": "str"},
             "description": {"type": "str"},
             "organization": {"type": "str"},

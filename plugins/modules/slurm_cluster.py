@@ -13,21 +13,8 @@ description:
   - Adds or removes a cluster record in slurmdbd through C(sacctmgr), reading state with
     C(--parsable2 --noheader) only.
 extends_documentation_fragment:
+  - onprem.daskhpc.sacctmgr
   - onprem.daskhpc.command
-options:
-  name:
-    description: Cluster name (C(ClusterName) in slurm.conf).
-    type: str
-    required: true
-  state:
-    description: Whether the cluster should be registered.
-    type: str
-    choices: [present, absent]
-    default: present
-  sacctmgr_path:
-    description: Path to sacctmgr.
-    type: str
-    default: sacctmgr
 attributes:
   check_mode:
     support: full
@@ -54,8 +41,11 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import (
+    command_argument_spec,
+    sacctmgr_argument_spec,
+)
 from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
-    COMMON_ARGUMENT_SPEC,
     ensure,
     run_or_fail,
 )
@@ -63,7 +53,7 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting im
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(COMMON_ARGUMENT_SPEC),
+        argument_spec={**sacctmgr_argument_spec(), **command_argument_spec()},
         supports_check_mode=True,
     )
     result = run_or_fail(module, "cluster", lambda: ensure(module, "cluster", {}, key_field="cluster"))

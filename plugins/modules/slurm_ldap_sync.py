@@ -179,14 +179,14 @@ diff:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.onprem.daskhpc.plugins.module_utils import account_names
-from ansible_collections.onprem.daskhpc.plugins.module_utils._core import command
 from ansible_collections.onprem.daskhpc.plugins.module_utils._core import ldap as ldapu
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import command_argument_spec, ldap_argument_spec
 from ansible_collections.onprem.daskhpc.plugins.module_utils import slurm_ldap_sync as sync
 from ansible_collections.onprem.daskhpc.plugins.module_utils.sacctmgr import Sacctmgr, SacctmgrError, timed_runner
 
 
 def main():
-    argument_spec = dict(ldapu.CONNECTION_ARGS)
+    argument_spec = ldap_argument_spec()
     argument_spec.update(
         groups=dict(type="list", elements="str", required=True),
         group_base=dict(type="str", required=True),
@@ -202,7 +202,7 @@ def main():
         sacctmgr=dict(type="path", default="sacctmgr"),
         min_uid=dict(type="int", default=account_names.MIN_UID),
         name_pattern=dict(type="str"),
-        command_timeout=dict(type="int", default=command.DEFAULT_TIMEOUT),
+        **command_argument_spec(),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not ldapu.HAS_LDAP3:

@@ -15,17 +15,9 @@ description:
     limits that differ, and never parses human-readable messages.
   - Options left unset are not managed.
 extends_documentation_fragment:
+  - onprem.daskhpc.sacctmgr
   - onprem.daskhpc.command
 options:
-  name:
-    description: QOS name.
-    type: str
-    required: true
-  state:
-    description: Whether the QOS should exist.
-    type: str
-    choices: [present, absent]
-    default: present
   description:
     description: Free-text description.
     type: str
@@ -51,10 +43,6 @@ options:
     description: QOS flags, e.g. C(DenyOnLimit) so over-limit submissions are refused, not left pending.
     type: list
     elements: str
-  sacctmgr_path:
-    description: Path to sacctmgr.
-    type: str
-    default: sacctmgr
 attributes:
   check_mode:
     support: full
@@ -107,8 +95,11 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import (
+    command_argument_spec,
+    sacctmgr_argument_spec,
+)
 from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
-    COMMON_ARGUMENT_SPEC,
     QOS_FIELDS,
     ensure,
     run_or_fail,
@@ -118,7 +109,8 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting im
 def main():
     module = AnsibleModule(
         argument_spec={
-            **COMMON_ARGUMENT_SPEC,
+            **sacctmgr_argument_spec(),
+            **command_argument_spec(),
             "description": {"type": "str"},
             "priority": {"type": "int"},
             "max_tres_per_user": {"type": "str"},

@@ -15,17 +15,9 @@ description:
     see every job when C(PrivateData) hides other users' jobs. Data scientists' associations come
     from the directory; see M(onprem.daskhpc.slurm_ldap_sync).
 extends_documentation_fragment:
+  - onprem.daskhpc.sacctmgr
   - onprem.daskhpc.command
 options:
-  name:
-    description: User name.
-    type: str
-    required: true
-  state:
-    description: Whether the user should exist.
-    type: str
-    choices: [present, absent]
-    default: present
   default_account:
     description:
       - The user's default account. A new user is added to this account (its association there).
@@ -35,10 +27,6 @@ options:
     description: SLURM admin level.
     type: str
     choices: [none, operator, administrator]
-  sacctmgr_path:
-    description: Path to sacctmgr.
-    type: str
-    default: sacctmgr
 attributes:
   check_mode:
     support: full
@@ -71,8 +59,11 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.onprem.daskhpc.plugins.module_utils.argspec import (
+    command_argument_spec,
+    sacctmgr_argument_spec,
+)
 from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting import (
-    COMMON_ARGUMENT_SPEC,
     ensure_user,
     run_or_fail,
 )
@@ -81,7 +72,8 @@ from ansible_collections.onprem.daskhpc.plugins.module_utils.slurm_accounting im
 def main():
     module = AnsibleModule(
         argument_spec={
-            **COMMON_ARGUMENT_SPEC,
+            **sacctmgr_argument_spec(),
+            **command_argument_spec(),
             "default_account": {"type": "str"},
             "admin_level": {"type": "str", "choices": ["none", "operator", "administrator"]},
         },

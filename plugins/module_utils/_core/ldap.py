@@ -45,15 +45,6 @@ SCHEMAS = {
 # the name service and this module agree on who is a member).
 MAX_NESTING = 4
 
-# The connection options every module shares (documented in doc_fragments/ldap.py).
-CONNECTION_ARGS = {
-    "server_uri": {"type": "str", "required": True},
-    "start_tls": {"type": "bool", "default": True},
-    "ca_file": {"type": "path", "default": "/etc/daskhpc/tls/ca.pem"},
-    "bind_dn": {"type": "str"},
-    "bind_pw": {"type": "str", "no_log": True},
-    "timeout": {"type": "int", "default": 5},
-}
 PAGE_SIZE = 500
 # OR-filters longer than this are split so no single search grows unbounded.
 FILTER_CHUNK = 200

@@ -54,14 +54,6 @@ class SubprocessRunner(CommandRunner):
         return command.run(argv, self.timeout)
 
 
-# Options every qmgr-backed module takes.
-QMGR_ARGUMENT_SPEC = {
-    "qmgr_path": {"type": "str", "default": "qmgr"},
-    "server": {"type": "str"},
-    "command_timeout": {"type": "int", "default": command.DEFAULT_TIMEOUT},
-}
-
-
 def module_qmgr(module):
     """The Qmgr a pbs_* module talks to, from its qmgr_path, server and command_timeout options."""
     return Qmgr(SubprocessRunner(module.params["command_timeout"]), module.params["qmgr_path"],
