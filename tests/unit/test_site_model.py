@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
 
 from daskhpc.core import site_model as sm
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(path):
-    with open(REPO / path) as fh:
-        return yaml.safe_load(fh)["daskhpc_site"]
-
-
-@pytest.fixture
-def site():
-    return copy.deepcopy(load("inventories/lab/group_vars/all/site.yml"))
 
 
 def errors_of(site):
@@ -43,8 +29,8 @@ def test_lab_model_is_valid_and_derives_the_burst_cap(site):
 
 
 @pytest.mark.parametrize("path", ["inventories/example-site/group_vars/all/site.yml"])
-def test_shipped_example_models_are_valid(path):
-    assert sm.validate(load(path))["partitions"]
+def test_shipped_example_models_are_valid(load_site, path):
+    assert sm.validate(load_site(path))["partitions"]
 
 
 def test_validation_does_not_change_its_input(site):
@@ -72,8 +58,8 @@ def test_burst_tier_may_equal_a_production_tier_when_no_nodes_are_shared(site):
     sm.validate(site)
 
 
-def test_production_partitions_are_never_preemptable():
-    model = sm.validate(load("inventories/lab/group_vars/all/site.yml"))
+def test_production_partitions_are_never_preemptable(site):
+    model = sm.validate(site)
     lines = {p["PartitionName"]: p for p in sm.slurm_partitions(model)}
     assert lines["prod"]["PreemptMode"] == "OFF"
     assert lines["bigmem"]["PreemptMode"] == "OFF"

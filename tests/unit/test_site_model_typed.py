@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
 
@@ -18,16 +17,6 @@ from daskhpc.exporter import server as exporter
 from daskhpc.core import site_model as sm
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def load(path):
-    with open(REPO / path) as fh:
-        return yaml.safe_load(fh)["daskhpc_site"]
-
-
-@pytest.fixture
-def site():
-    return copy.deepcopy(load("inventories/lab/group_vars/all/site.yml"))
 
 
 def inventory_hosts(inventory, group):
@@ -177,8 +166,8 @@ def test_the_exporters_defaults_are_the_models_defaults():
 
 
 @pytest.mark.parametrize("inventory", ["inventories/lab", "inventories/example-site", "inventories/example-pbs"])
-def test_the_shipped_inventories_and_their_models_agree(inventory):
-    model = sm.validate(load(inventory + "/group_vars/all/site.yml"))
+def test_the_shipped_inventories_and_their_models_agree(load_site, inventory):
+    model = sm.validate(load_site(inventory + "/group_vars/all/site.yml"))
     hosts = inventory_hosts(inventory, "compute")
     assert hosts, "no compute hosts in %s" % inventory
     assert sm.inventory_problems(model, hosts) == []
