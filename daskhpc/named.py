@@ -20,9 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+
+from daskhpc.files import write_atomically
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 START_TIMEOUT = 180  # seconds to wait for the scheduler (and its TLS self-check) before giving up
@@ -65,16 +66,8 @@ def log_path(name):
 
 def write_record(name, record):
     """Write the record atomically, 0600, so a reader never sees half of it."""
-    directory = private_directory(home_directory("clusters"))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-        os.replace(tmp, record_path(name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    private_directory(home_directory("clusters"))
+    write_atomically(record_path(name), json.dumps(record, indent=1, sort_keys=True))
 
 
 def read_record(name):

@@ -8,13 +8,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from html import escape
 
 import jinja2
 
 from daskhpc.audit.findings import SEVERITIES
+from daskhpc.files import write_atomically
 
 FORMATS = ("html", "md", "csv", "json")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -190,16 +190,6 @@ def to_markdown(report, tabs=None):
     return env.get_template("report.md.j2").render(report=report, tables=md_tables, severities=SEVERITIES)
 
 
-def _write(path, text):
-    """Write atomically, so a reader never sees half a report."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def stamp(report, now=None):
     report["generated_at"] = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return report
@@ -217,7 +207,7 @@ def render(report, output_dir, formats=FORMATS):
     written = {}
     if "json" in formats:
         path = os.path.join(output_dir, BASENAME + ".json")
-        _write(path, to_json(report))
+        write_atomically(path, to_json(report), mode=0o644)
         written["json"] = [path]
     if "csv" in formats:
         csv_dir = os.path.join(output_dir, "csv")
@@ -225,14 +215,14 @@ def render(report, output_dir, formats=FORMATS):
         written["csv"] = []
         for name, _section, _title, cols, rows in tabs:
             path = os.path.join(csv_dir, name + ".csv")
-            _write(path, to_csv(cols, rows))
+            write_atomically(path, to_csv(cols, rows), mode=0o644)
             written["csv"].append(path)
     if "md" in formats:
         path = os.path.join(output_dir, BASENAME + ".md")
-        _write(path, to_markdown(report, tabs))
+        write_atomically(path, to_markdown(report, tabs), mode=0o644)
         written["md"] = [path]
     if "html" in formats:
         path = os.path.join(output_dir, BASENAME + ".html")
-        _write(path, to_html(report, tabs))
+        write_atomically(path, to_html(report, tabs), mode=0o644)
         written["html"] = [path]
     return written
