@@ -19,7 +19,6 @@ from daskhpc.scheduler import Preemption
 from daskhpc.scheduler.pbs import cluster_state, parse_pbsnodes, parse_qstat_jobs, parse_qstat_queues
 
 
-
 class PbsSource(BatchSource):
     scheduler = "pbs"
 

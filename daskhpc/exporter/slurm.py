@@ -52,6 +52,8 @@ _SDIAG_COUNTERS = {
     ("main", "Total cycles"): ("schedule_cycles", "main scheduling cycles since the statistics reset"),
     ("backfill", "Total cycles"): ("backfill_cycles", "backfill cycles since the statistics reset"),
 }
+
+
 def sdiag_metrics(parsed):
     """Metric families (``daskhpc_slurm_*``) from :func:`parse_sdiag`'s result."""
     families = []

@@ -30,6 +30,7 @@ import time
 from daskhpc.core import command
 from daskhpc.scheduler import BatchError, ClusterState
 
+
 class BatchSource(abc.ABC):
     """Reads one batch system. Subclasses must not make one call per node or per job."""
 
@@ -73,7 +74,7 @@ class BatchSource(abc.ABC):
             raise BatchError("%s gave no answer within %.1fs (killed)" % (name, timeout), "timeout")
         if rc == command.NOT_FOUND:
             raise BatchError("%s not found: install the scheduler's client commands or set the bin dir"
-                                   % argv[0], "not_found")
+                             % argv[0], "not_found")
         if rc != 0:
             raise BatchError("%s exited %d: %s" % (name, rc, (err or out).strip()[:500]), "failed")
         return out

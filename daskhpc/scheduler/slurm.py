@@ -163,7 +163,7 @@ def parse_squeue(text):
         fields = line.split(SEP)
         if len(fields) != 7:
             raise BatchError("unexpected squeue line %r (want 7 fields separated by %r)" % (line, SEP),
-                                   "bad_output")
+                             "bad_output")
         job_id, partition, state, reason, user, cpus, nodes = fields
         state = state.strip().lower()
         jobs.append(Job(
@@ -200,7 +200,7 @@ def parse_sinfo(text):
         fields = line.split(SEP)
         if len(fields) != 6:
             raise BatchError("unexpected sinfo line %r (want 6 fields separated by %r)" % (line, SEP),
-                                   "bad_output")
+                             "bad_output")
         name, partition, avail, state, cpus, since = fields
         partitions_up[partition] = avail.strip().lower() == "up"
         if name in nodes:
