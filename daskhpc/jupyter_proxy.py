@@ -11,6 +11,8 @@ application behind a TLS listener of our own:
   certificate from the site CA (``--ssl-cert``/``--ssl-key``, a full chain);
 - requests reach the hub and the users' servers with ``X-Forwarded-Proto: https`` and the client's
   real address, whatever headers the client sent (the hub then sets its cookies ``Secure``);
+- websockets keep their negotiated subprotocol and their binary frames (Bokeh's dashboard, Jupyter's
+  v1 kernel protocol), which CHP 0.4.0 drops;
 - the routing API (``--api-ip``/``--api-port``) stays on the loopback interface and answers only the
   token JupyterHub passes in the environment (``CONFIGPROXY_AUTH_TOKEN``, never on the command line).
 
@@ -28,6 +30,8 @@ import ssl
 import sys
 
 LOOPBACK_NAMES = ("localhost", "")
+PROXY_TIMEOUT = 600  # seconds one proxied answer may take
+MAX_CLIENTS = 512  # proxied requests in flight at once, all users together
 
 
 def parse_args(argv):
@@ -91,6 +95,21 @@ def proxy_handler_class():
                 else "443"
             return request
 
+        def select_subprotocol(self, subprotocols):
+            # The browser's offer went upstream with its request; answer with what upstream chose (a
+            # browser that offered subprotocols drops a socket whose answer names none: Bokeh's does).
+            chosen = getattr(self.ws_client, "selected_subprotocol", None)
+            return chosen if chosen in subprotocols else None
+
+        def on_message(self, message):
+            # Binary frames stay binary (CHP sends every frame upstream as text; Jupyter's v1 kernel
+            # protocol and Bokeh send binary ones).
+            if self.ws_client:
+                prefix = self.target["prefix"] if self.target else ""
+                if prefix:
+                    self.proxy.update_last_activity(prefix)
+                self.ws_client.write_message(message, binary=isinstance(message, bytes))
+
     return HTTPSProxyHandler
 
 
@@ -98,11 +117,17 @@ def build(args):
     """(proxy application, API application) for these arguments."""
     from configurable_http_proxy import log as chp_log
     from configurable_http_proxy.configproxy import PythonProxy
+    from tornado.httpclient import AsyncHTTPClient
     from tornado.web import Application
 
     chp_log.setLevel(args.log_level.upper())
+    # CHP waits for a whole answer before passing it on (it does not stream): the hub's spawn progress is
+    # an event stream that ends when the server is up, so an answer may take up to PROXY_TIMEOUT seconds.
+    # Tornado's client defaults (10 requests in flight for everyone, 20 s) would stall a shared hub.
+    AsyncHTTPClient.configure(None, max_clients=MAX_CLIENTS)
     options = {"log": chp_log, "auth_token": os.environ.get("CONFIGPROXY_AUTH_TOKEN"),
-               "error_target": args.error_target, "x_forward": False, "timeout": None, "proxy_timeout": None,
+               "error_target": args.error_target, "x_forward": False, "timeout": None,
+               "proxy_timeout": PROXY_TIMEOUT,
                "custom_headers": {}, "host_routing": False, "prepend_path": True, "include_prefix": True}
     if not options["auth_token"]:
         raise SystemExit("daskhpc.jupyter_proxy: CONFIGPROXY_AUTH_TOKEN is not set: the routing API would be open")
