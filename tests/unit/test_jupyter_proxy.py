@@ -157,3 +157,67 @@ def test_without_tls_or_a_token_the_proxy_does_not_start(certs, monkeypatch):
     monkeypatch.delenv("CONFIGPROXY_AUTH_TOKEN", raising=False)
     with pytest.raises(SystemExit, match="CONFIGPROXY_AUTH_TOKEN"):
         jupyter_proxy.build(jupyter_proxy.parse_args(["--ssl-key", certs["key"], "--ssl-cert", certs["cert"]]))
+
+
+@pytest.fixture(scope="module")
+def ws_backend():
+    """A websocket server that chooses the 'bokeh' subprotocol and echoes each frame with its kind."""
+    import asyncio
+
+    from tornado.httpserver import HTTPServer
+    from tornado.web import Application
+    from tornado.websocket import WebSocketHandler
+
+    class Echo(WebSocketHandler):
+        def select_subprotocol(self, subprotocols):
+            return "bokeh" if "bokeh" in subprotocols else None
+
+        def on_message(self, message):
+            kind = "binary" if isinstance(message, bytes) else "text"
+            self.write_message(json.dumps({"kind": kind, "length": len(message)}))
+
+    ready, state = threading.Event(), {}
+
+    def serve():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        server = HTTPServer(Application([(r"/.*", Echo)]))
+        state["port"] = free_port()
+        server.listen(state["port"], "127.0.0.1")
+        state["loop"] = loop
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ready.wait(10)
+    yield state["port"]
+    state["loop"].call_soon_threadsafe(state["loop"].stop)
+
+
+def test_websockets_keep_their_subprotocol_and_binary_frames(proxy, ws_backend):
+    import asyncio
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    status, _ = api(proxy["api_port"], "POST", "/api/routes/user/carol", {"target": "http://127.0.0.1:%d" % ws_backend})
+    assert status == 201
+
+    async def talk():
+        ctx = ssl.create_default_context(cafile=proxy["ca"])
+        request = HTTPRequest("wss://127.0.0.1:%d/user/carol/status/ws" % proxy["port"], ssl_options=ctx)
+        conn = await websocket_connect(request, subprotocols=["bokeh", "session-token"])
+        try:
+            chosen = conn.selected_subprotocol
+            await conn.write_message(b"\x00\xff\x80binary", binary=True)
+            binary = json.loads(await conn.read_message())
+            await conn.write_message("text")
+            text = json.loads(await conn.read_message())
+        finally:
+            conn.close()
+        return chosen, binary, text
+
+    chosen, binary, text = asyncio.run(asyncio.wait_for(talk(), 30))
+    assert chosen == "bokeh"  # a browser drops a socket whose answer names none of what it offered
+    assert binary == {"kind": "binary", "length": 9}
+    assert text == {"kind": "text", "length": 4}
