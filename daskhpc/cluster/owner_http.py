@@ -55,7 +55,8 @@ class _Login(web.RequestHandler):
         query = [(k, v) for k, v in urllib.parse.parse_qsl(self.request.query) if k != "token"]
         # Relative to the page itself, so that it is right behind a proxy that adds a prefix
         # (jupyter-server-proxy serves this /status at /user/<name>/proxy/<port>/status).
-        self.redirect("./" + self.request.path.rsplit("/", 1)[-1] + ("?" + urllib.parse.urlencode(query) if query else ""))
+        page = "./" + self.request.path.rsplit("/", 1)[-1]
+        self.redirect(page + ("?" + urllib.parse.urlencode(query) if query else ""))
 
 
 def gate_application(application, token, cookie):
