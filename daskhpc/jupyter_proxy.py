@@ -144,8 +144,8 @@ def main(argv=None):
     app, api = build(args)
     HTTPServer(app, ssl_options=tls_context(args.ssl_cert, args.ssl_key)).listen(args.port, args.ip)
     HTTPServer(api).listen(args.api_port, args.api_ip)
-    logging.getLogger("configurable_http_proxy").info("proxying https://%s:%d, routing API on %s:%d",
-                                                     args.ip or "*", args.port, args.api_ip, args.api_port)
+    log = logging.getLogger("configurable_http_proxy")
+    log.info("proxying https://%s:%d, routing API on %s:%d", args.ip or "*", args.port, args.api_ip, args.api_port)
     IOLoop.current().start()
 
 

@@ -108,8 +108,9 @@ def test_the_proxy_serves_https_with_the_site_certificate_and_forwards_https(pro
 
 
 def test_a_clients_forwarding_claims_are_replaced(proxy):
-    status, body = https_get(proxy, "/user/alice/", {"X-Forwarded-For": "10.0.0.99", "X-Real-IP": "10.0.0.99",
-                                                      "X-Forwarded-Proto": "http", "Forwarded": "for=10.0.0.99"})
+    claims = {"X-Forwarded-For": "10.0.0.99", "X-Real-IP": "10.0.0.99", "X-Forwarded-Proto": "http",
+              "Forwarded": "for=10.0.0.99"}
+    status, body = https_get(proxy, "/user/alice/", claims)
     assert status == 200
     headers = json.loads(body)["headers"]
     assert headers["x-forwarded-for"] == "127.0.0.1"
