@@ -250,7 +250,7 @@ def test_plain_http_gets_no_hub(hub):
 
 def test_only_the_hubs_https_port_listens_beyond_loopback(hub):
     hub_pid = sh("systemctl", "show", "--property=MainPID", "--value", "jupyterhub", host=HOST).stdout.strip()
-    proxy_pids = sh("pgrep", "-f", "daskhpc.jupyter_proxy", host=HOST, check=False).stdout.split()
+    proxy_pids = sh("pgrep", "-f", "configurable-http-proxy", host=HOST, check=False).stdout.split()
     assert hub_pid not in ("", "0") and proxy_pids, "the hub or its proxy is not running"
     lines = [line for line in sh("ss", "-Htlnp", host=HOST).stdout.splitlines()
              if any("pid=%s," % pid in line for pid in [hub_pid, *proxy_pids])]
@@ -358,6 +358,20 @@ def test_bob_on_the_login_host_cannot_use_alices_server_port(alice_ran_the_cell)
             code = sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:%d%s" % (port, path),
                       user="bob", check=False).stdout.strip()
             assert code in ("302", "401", "403", "000"), (port, path, code)
+
+
+def test_bob_cannot_use_the_proxys_routing_api(hub):
+    """The proxy's routing API (loopback) answers only the hub's token: bob cannot route alice's URLs to himself."""
+    api = "http://127.0.0.1:8001/api/routes"
+    for extra in ([], ["-H", "Authorization: token guess"]):
+        code = sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *extra, api, user="bob", check=False)
+        assert code.stdout.strip() == "403", (extra, code.stdout, code.stderr)
+    code = sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", '{"target": "http://127.0.0.1:1"}',
+              api + "/user/alice", user="bob", check=False)
+    assert code.stdout.strip() == "403", code.stdout
+    # And it is not reachable from beyond the login host at all.
+    with pytest.raises(OSError):
+        socket.create_connection((address(HOST), 8001), timeout=5).close()
 
 
 def test_mallory_outside_the_burst_groups_cannot_log_in(hub, browser_home):
