@@ -146,7 +146,7 @@ def test_a_user_cannot_swap_in_another_scheduler_class(pki, tmp_path):
 
 
 def test_under_jupyterhub_the_link_goes_through_the_servers_proxy(cluster):
-    from daskhpc.owner_http import dashboard_link
+    from daskhpc.cluster.owner_http import dashboard_link
 
     scheduler = cluster.scheduler
     port, token = scheduler.http_server.port, scheduler.dashboard_token
