@@ -261,6 +261,30 @@ def test_only_the_hubs_https_port_listens_beyond_loopback(hub):
             assert local.startswith(("127.0.0.1:", "[::1]:")), "a hub service listens beyond loopback: " + line
 
 
+def test_prometheus_scrapes_the_hubs_metrics_with_its_read_only_token(hub):
+    import http.client
+
+    from test_metrics import PROMETHEUS_HOST, query, wait_for
+
+    # Prometheus presents its token (roles/prometheus) over HTTPS checked against the site CA.
+    samples = wait_for("Prometheus's scrape of the hub", lambda: query('up{job="jupyterhub"} == 1'), timeout=180)
+    assert samples[0]["metric"]["instance"] == "%s:%d" % (HOST, hub["port"])
+    assert wait_for("the hub's own series in Prometheus", lambda: query('{job="jupyterhub", __name__=~"jupyterhub_.+"}'),
+                    timeout=120)
+    # The token may read metrics and nothing else: not the users, not the servers.
+    token = sh("cat", "/etc/prometheus/jupyterhub-token", host=PROMETHEUS_HOST).stdout.strip()
+    ctx = ssl.create_default_context(cafile=str(hub["ca"]))
+    for path, allowed in (("/hub/metrics", True), ("/hub/api/users", False), ("/hub/api/users/alice", False)):
+        conn = http.client.HTTPSConnection(HOST, hub["port"], context=ctx, timeout=10)
+        conn.request("GET", path, headers={"Authorization": "token " + token})
+        response = conn.getresponse()
+        body = response.read()
+        if allowed:
+            assert response.status == 200 and b"jupyterhub_" in body, (path, response.status)
+        else:
+            assert response.status in (403, 404) and b'"server"' not in body, (path, response.status, body[:200])
+
+
 def test_the_hubs_metrics_need_a_token(hub):
     import http.client
 
