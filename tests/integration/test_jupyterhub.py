@@ -269,8 +269,8 @@ def test_prometheus_scrapes_the_hubs_metrics_with_its_read_only_token(hub):
     # Prometheus presents its token (roles/prometheus) over HTTPS checked against the site CA.
     samples = wait_for("Prometheus's scrape of the hub", lambda: query('up{job="jupyterhub"} == 1'), timeout=180)
     assert samples[0]["metric"]["instance"] == "%s:%d" % (HOST, hub["port"])
-    assert wait_for("the hub's own series in Prometheus", lambda: query('{job="jupyterhub", __name__=~"jupyterhub_.+"}'),
-                    timeout=120)
+    own = '{job="jupyterhub", __name__=~"jupyterhub_.+"}'
+    assert wait_for("the hub's own series in Prometheus", lambda: query(own), timeout=120)
     # The token may read metrics and nothing else: not the users, not the servers.
     token = sh("cat", "/etc/prometheus/jupyterhub-token", host=PROMETHEUS_HOST).stdout.strip()
     ctx = ssl.create_default_context(cafile=str(hub["ca"]))
