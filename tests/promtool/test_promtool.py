@@ -11,6 +11,7 @@ installing it would start a Prometheus on this machine.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from ansible_collections.onprem.daskhpc.plugins.filter import metrics  # noqa: E
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "daskhpc" / "prometheus-deb"
 
 
+@functools.lru_cache(maxsize=None)
 def find_promtool():
     """promtool on PATH, or from Debian's prometheus package unpacked (not installed) into CACHE."""
     found = shutil.which("promtool") or CACHE / "usr" / "bin" / "promtool"
@@ -54,13 +56,6 @@ def find_promtool():
     return str(CACHE / "usr" / "bin" / "promtool")
 
 
-PROMTOOL = "promtool"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def promtool_binary():
-    global PROMTOOL
-    PROMTOOL = find_promtool()
 
 
 def lab_site():
@@ -88,7 +83,7 @@ def render_rules(directory):
 
 
 def promtool(*args, cwd=None):
-    proc = subprocess.run([PROMTOOL, *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False)
+    proc = subprocess.run([find_promtool(), *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
