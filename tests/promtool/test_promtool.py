@@ -33,7 +33,7 @@ from ansible_collections.onprem.daskhpc.plugins.filter import metrics  # noqa: E
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "daskhpc" / "prometheus-deb"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_promtool():
     """promtool on PATH, or from Debian's prometheus package unpacked (not installed) into CACHE."""
     found = shutil.which("promtool") or CACHE / "usr" / "bin" / "promtool"
