@@ -117,10 +117,13 @@ class Browser:
         return self.driver.page_source
 
     def wait(self, condition, timeout, what):
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=1).until(condition)
+            # JupyterLab re-renders cells and outputs while it works: an element read a moment ago may be gone.
+            return WebDriverWait(self.driver, timeout, poll_frequency=1,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(condition)
         except Exception as exc:
             raise AssertionError("%s: not within %d s (at %s):\n%s" % (what, timeout, self.driver.current_url,
                                                                        self.text()[-3000:])) from exc
@@ -198,7 +201,9 @@ def run_cell(browser, index, marker, timeout):
     browser.wait(lambda d: any(marker in e.text or "Traceback" in e.text or "Error" in e.text
                                for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")),
                  timeout, "cell %d's output" % index)
-    outputs = "\n".join(e.text for e in browser.driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output"))
+    selector = ".jp-OutputArea-output"
+    outputs = browser.wait(lambda d: "\n".join(e.text for e in d.find_elements(By.CSS_SELECTOR, selector)), 30,
+                           "cell %d's output text" % index)
     assert marker in outputs, "cell %d failed:\n%s" % (index, outputs[-4000:])
     return outputs
 
