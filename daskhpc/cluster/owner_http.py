@@ -17,6 +17,7 @@ would read task names and counts. ``OwnerScheduler`` replaces that listener with
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 import ssl
 import urllib.parse
@@ -52,7 +53,10 @@ class _Login(web.RequestHandler):
     def prepare(self):
         self.set_cookie(self.cookie, self.token, httponly=True, samesite="Strict", path="/")
         query = [(k, v) for k, v in urllib.parse.parse_qsl(self.request.query) if k != "token"]
-        self.redirect(self.request.path + ("?" + urllib.parse.urlencode(query) if query else ""))
+        # Relative to the page itself, so that it is right behind a proxy that adds a prefix
+        # (jupyter-server-proxy serves this /status at /user/<name>/proxy/<port>/status).
+        page = "./" + self.request.path.rsplit("/", 1)[-1]
+        self.redirect(page + ("?" + urllib.parse.urlencode(query) if query else ""))
 
 
 def gate_application(application, token, cookie):
@@ -130,6 +134,16 @@ def _port_of(dashboard_address):
     return int(port) if port.isdigit() else 0
 
 
-def dashboard_link(scheduler):
-    """The owner's dashboard link, token included (the scheduler runs in the owner's own process)."""
-    return "http://%s:%d/status?token=%s" % (LOOPBACK, scheduler.http_server.port, scheduler.dashboard_token)
+def dashboard_link(scheduler, environ=None):
+    """The owner's dashboard link, token included (the scheduler runs in the owner's own process).
+
+    In a JupyterHub single-user server it goes through the server's jupyter-server-proxy, which lets only
+    the server's owner in (the hub's login) and reaches the loopback port: the user's public URL from
+    JUPYTERHUB_PUBLIC_URL when the hub names one, else the path under JUPYTERHUB_SERVICE_PREFIX.
+    """
+    environ = os.environ if environ is None else environ
+    port, token = scheduler.http_server.port, scheduler.dashboard_token
+    prefix = environ.get("JUPYTERHUB_PUBLIC_URL") or environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix and environ.get("JUPYTERHUB_SERVICE_PREFIX"):
+        return "%s/proxy/%d/status?token=%s" % (prefix.rstrip("/"), port, token)
+    return "http://%s:%d/status?token=%s" % (LOOPBACK, port, token)

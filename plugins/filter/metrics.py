@@ -27,11 +27,14 @@ DISCOVERY_TLS = {
 
 
 def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, alertmanagers=None, *,
-                              prometheus_host="localhost", discovery_tls=None, self_basic_auth=None):
+                              prometheus_host="localhost", discovery_tls=None, self_basic_auth=None,
+                              jupyterhub_token_file=None):
     """prometheus.yml as a mapping: the exporter, Prometheus itself, and the Dask schedulers that each
     login host's discovery service lists. Every scrape and the discovery run over TLS, with Prometheus's
     own service certificate as the client certificate; Prometheus's own web endpoint also asks for basic
-    auth (``self_basic_auth``: username and password_file), which its self-scrape presents."""
+    auth (``self_basic_auth``: username and password_file), which its self-scrape presents. When the model
+    enables JupyterHub, its /hub/metrics on the login hosts too, with the token in ``jupyterhub_token_file``
+    (a JupyterHub service whose only scope is read:metrics)."""
     model = model_of(model)
     metrics = model["metrics"]
     if not exporter_hosts:
@@ -84,6 +87,20 @@ def metrics_prometheus_config(model, exporter_hosts, login_hosts, rule_files, al
             },
         ],
     }
+    if model["jupyterhub"]["enabled"]:
+        if not jupyterhub_token_file:
+            raise AnsibleFilterError("metrics_prometheus_config: the model enables jupyterhub but no token file is "
+                                     "given. Fix: pass jupyterhub_token_file (roles/prometheus does)")
+        config["scrape_configs"].append({
+            # The hub's HTTPS port (its certificate names the login host) and a token that may only read metrics.
+            "job_name": "jupyterhub",
+            "scheme": "https",
+            "metrics_path": "/hub/metrics",
+            "authorization": {"type": "Bearer", "credentials_file": jupyterhub_token_file},
+            "tls_config": {"ca_file": tls["ca_file"]},
+            "static_configs": [{"targets": ["%s:%d" % (host, model["jupyterhub"]["port"]) for host in login_hosts],
+                                "labels": {"site": model["name"]}}],
+        })
     if alertmanagers:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
     return config

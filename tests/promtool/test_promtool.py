@@ -3,10 +3,15 @@
 The rule templates and prometheus.yml are rendered from the lab's site model with the same
 filters and delimiters the role uses, then checked with `promtool check config|rules` and unit
 tested with `promtool test rules` (tests/promtool/*_test.yml, one test per alert at least).
+
+promtool is the one from Debian's prometheus package, the version the lab's Prometheus runs. When it is not
+on PATH, the package is downloaded with apt and only unpacked into ~/.cache/daskhpc/prometheus-deb:
+installing it would start a Prometheus on this machine.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -25,7 +30,32 @@ sys.path.insert(0, str(REPO / ".collections"))
 
 from ansible_collections.onprem.daskhpc.plugins.filter import metrics  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) missing")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "daskhpc" / "prometheus-deb"
+
+
+@functools.cache
+def find_promtool():
+    """promtool on PATH, or from Debian's prometheus package unpacked (not installed) into CACHE."""
+    found = shutil.which("promtool") or CACHE / "usr" / "bin" / "promtool"
+    if Path(found).exists():
+        return str(found)
+    download = CACHE.with_name(CACHE.name + ".download")
+    shutil.rmtree(download, ignore_errors=True)
+    download.mkdir(parents=True)
+    os.chmod(download, 0o755)  # apt's _apt user writes the download here
+    fetched = subprocess.run(["apt-get", "download", "prometheus"], cwd=download, capture_output=True, text=True,
+                             check=False, timeout=600)
+    debs = list(download.glob("prometheus_*.deb"))
+    assert debs, "apt-get download prometheus failed (Debian's promtool is needed):\n" + fetched.stderr[-2000:]
+    unpacked = CACHE.with_name(CACHE.name + ".new")
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True, capture_output=True)
+    shutil.rmtree(CACHE, ignore_errors=True)
+    unpacked.rename(CACHE)
+    shutil.rmtree(download, ignore_errors=True)
+    return str(CACHE / "usr" / "bin" / "promtool")
+
+
 
 
 def lab_site():
@@ -53,7 +83,7 @@ def render_rules(directory):
 
 
 def promtool(*args, cwd=None):
-    proc = subprocess.run(["promtool", *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False)
+    proc = subprocess.run([find_promtool(), *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -75,8 +105,10 @@ def test_check_config(tmp_path):
     for name in tls.values():
         (tmp_path / name).write_text("")
     tls = {key: str(tmp_path / name) for key, name in tls.items()}
+    (tmp_path / "jupyterhub-token").write_text("token")
     config = metrics.metrics_prometheus_config(lab_site(), ["ctl1", "ctl2"], ["login1", "login2"],
-                                               [str(p) for p in rules], alertmanagers=["am:9093"], discovery_tls=tls)
+                                               [str(p) for p in rules], alertmanagers=["am:9093"], discovery_tls=tls,
+                                               jupyterhub_token_file=str(tmp_path / "jupyterhub-token"))
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     out = promtool("check", "config", path)
@@ -129,5 +161,5 @@ def test_exporter_config_from_model():
     assert config["burst_partitions"] == ["burst"]
     assert config["production_partitions"] == ["prod", "bigmem"]
     assert config["burst_max_share_ratio"] == 0.5
-    assert config["burst_max_cores"] == 24
+    assert config["burst_max_cores"] == 16  # 50 % of the lab's 4 nodes x 8 cpus
     assert config["ledger_path"] == os.path.join("/etc/daskhpc/ca", "ledger.jsonl")

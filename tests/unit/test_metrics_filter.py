@@ -13,9 +13,12 @@ from ansible_collections.onprem.daskhpc.plugins.filter import metrics
 REPO = Path(__file__).resolve().parents[2]
 
 
-def lab_site():
+def lab_site(jupyterhub=False):
+    """The lab's model; JupyterHub (and so its scrape job and token file) only where a test asks for it."""
     with open(REPO / "inventories" / "lab" / "group_vars" / "all" / "site.yml", encoding="utf-8") as handle:
-        return yaml.safe_load(handle)["daskhpc_site"]
+        site = yaml.safe_load(handle)["daskhpc_site"]
+    site.setdefault("jupyterhub", {})["enabled"] = jupyterhub
+    return site
 
 
 def test_dask_targets_come_from_each_login_hosts_discovery_service_over_mutual_tls():
@@ -65,3 +68,21 @@ def test_the_discovery_port_comes_from_the_model():
 def test_no_login_host_is_an_error_with_its_fix():
     with pytest.raises(AnsibleFilterError, match="inventory group login"):
         metrics.metrics_prometheus_config(lab_site(), ["ctl"], [], [])
+
+
+def test_jupyterhub_metrics_are_scraped_over_verified_tls_with_a_read_only_token():
+    config = metrics.metrics_prometheus_config(lab_site(jupyterhub=True), ["ctl"], ["login1", "login2"], [],
+                                               jupyterhub_token_file="/etc/prometheus/jupyterhub-token")
+    hub = {job["job_name"]: job for job in config["scrape_configs"]}["jupyterhub"]
+    assert hub["scheme"] == "https" and hub["metrics_path"] == "/hub/metrics"
+    assert hub["tls_config"] == {"ca_file": "/etc/daskhpc/tls/ca.pem"}
+    assert hub["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/jupyterhub-token"}
+    assert hub["static_configs"][0]["targets"] == ["login1:8443", "login2:8443"]
+
+
+def test_no_jupyterhub_job_when_the_model_leaves_it_off_and_an_error_without_its_token():
+    jobs = [job["job_name"] for job in metrics.metrics_prometheus_config(lab_site(), ["ctl"], ["login"], [])
+            ["scrape_configs"]]
+    assert "jupyterhub" not in jobs
+    with pytest.raises(AnsibleFilterError, match="jupyterhub_token_file"):
+        metrics.metrics_prometheus_config(lab_site(jupyterhub=True), ["ctl"], ["login"], [])

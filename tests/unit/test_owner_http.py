@@ -97,7 +97,10 @@ def test_without_the_token_every_dashboard_path_is_forbidden(cluster, path):
 def test_the_token_becomes_a_cookie_and_the_cookie_opens_the_dashboard(cluster):
     port, token = dashboard(cluster)
     status, headers, _body = get(port, "/status?token=" + token)
-    assert status == 302 and headers["Location"] == "/status"
+    # Relative, so that it stays under jupyter-server-proxy's prefix (/user/alice/proxy/<port>/status).
+    assert status == 302 and headers["Location"] == "./status"
+    assert urllib.parse.urljoin("https://hub/user/alice/proxy/%d/status?token=x" % port, headers["Location"]) \
+        == "https://hub/user/alice/proxy/%d/status" % port
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     status, _headers, body = get(port, "/json/identity.json", headers={"Cookie": cookie.split(";")[0]})
@@ -140,3 +143,17 @@ def test_a_user_cannot_swap_in_another_scheduler_class(pki, tmp_path):
     with site_file(tmp_path, lab_config(interface=None, tls=tls_section(pki))), \
             pytest.raises(PolicyError, match="scheduler_cls"):
         BurstCluster(progress=False, scheduler_cls=Scheduler)
+
+
+def test_under_jupyterhub_the_link_goes_through_the_servers_proxy(cluster):
+    from daskhpc.cluster.owner_http import dashboard_link
+
+    scheduler = cluster.scheduler
+    port, token = scheduler.http_server.port, scheduler.dashboard_token
+    prefix = {"JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}
+    assert dashboard_link(scheduler, prefix) == "/user/alice/proxy/%d/status?token=%s" % (port, token)
+    public = dict(prefix, JUPYTERHUB_PUBLIC_URL="https://login.example.org:8443/user/alice/")
+    assert dashboard_link(scheduler, public) == \
+        "https://login.example.org:8443/user/alice/proxy/%d/status?token=%s" % (port, token)
+    # Outside a single-user server (JUPYTERHUB_PUBLIC_URL alone, e.g. inherited), the loopback link.
+    assert dashboard_link(scheduler, {"JUPYTERHUB_PUBLIC_URL": "https://x/"}).startswith("http://127.0.0.1:")

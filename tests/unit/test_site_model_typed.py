@@ -188,3 +188,13 @@ def test_emulated_nodes_need_only_their_host(site):
     site["node_groups"][0].update(hostname="ctl", port=17001)
     site["node_groups"][1].update(hostname="ctl", port=17003)
     assert sm.inventory_problems(sm.validate(site), ["ctl"]) == []
+
+
+def test_the_published_model_holds_every_section_field():
+    """daskhpc_model (as_dict) is what the roles read: a field dropped from a section class silently
+    breaks them (dask.packages did, in a merge)."""
+    model = sm.validate(minimal_site())
+    for section, defaults in sm.SECTION_DEFAULTS.items():
+        assert set(defaults) <= set(model[section]), section
+    assert model["dask"]["packages"] == sm.DASK_DEFAULTS["packages"]
+    assert model["jupyterhub"] == {"enabled": False, "port": 8443, "packages": sm.JUPYTERHUB_DEFAULTS["packages"]}

@@ -125,6 +125,14 @@ DASK_DEFAULTS = {
     # scikit-learn or matplotlib here when users need them.
     "packages": ["dask[array,dataframe,distributed]", "pandas", "pyarrow", "numpy", "bokeh>=3.1"],
 }
+JUPYTERHUB_DEFAULTS = {
+    # JupyterHub on the login hosts (role jupyterhub): users log in with their directory password, the burst
+    # groups are let in, and HTTPS carries a certificate from the site CA.
+    "enabled": False,
+    "port": 8443,
+    # Installed into the site environment on the login hosts only, from a wheelhouse pinned to the site's.
+    "packages": ["jupyterhub", "jupyterlab", "jupyter-server-proxy", "dask-labextension", "ipywidgets"],
+}
 SECTION_DEFAULTS = {
     "burst": BURST_DEFAULTS,
     "accounting": ACCOUNTING_DEFAULTS,
@@ -132,6 +140,7 @@ SECTION_DEFAULTS = {
     "ca": CA_DEFAULTS,
     "metrics": METRICS_DEFAULTS,
     "dask": DASK_DEFAULTS,
+    "jupyterhub": JUPYTERHUB_DEFAULTS,
 }
 TOP_LEVEL_KEYS = {"name", "scheduler", "node_groups", "groups", "partitions"} | set(SECTION_DEFAULTS)
 
@@ -1011,14 +1020,14 @@ _REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])
                              r"((===?|!=|<=?|>=?|~=)[A-Za-z0-9.*+!_-]+(,(===?|!=|<=?|>=?|~=)[A-Za-z0-9.*+!_-]+)*)?")
 
 
-def _check_packages(chk, packages):
+def _check_packages(chk, packages, field="dask.packages"):
     if not isinstance(packages, list) or len(packages) > MAX_ENTRIES:
-        chk.error("dask.packages", "%s is not a list of at most %d packages" % (_show(packages), MAX_ENTRIES),
+        chk.error(field, "%s is not a list of at most %d packages" % (_show(packages), MAX_ENTRIES),
                   "write a YAML list of pip requirements, e.g. [pandas, pyarrow, \"bokeh>=3.1\"]")
         return
     for i, item in enumerate(packages):
         if not isinstance(item, str) or not _REQUIREMENT_RE.fullmatch(item.replace(" ", "")):
-            chk.error("dask.packages[%d]" % i, "%s is not a package requirement" % _show(item),
+            chk.error("%s[%d]" % (field, i), "%s is not a package requirement" % _show(item),
                       "write a package name with optional extras and version, e.g. pandas or \"bokeh>=3.1\"")
 
 
@@ -1062,6 +1071,8 @@ def _check_services(chk, sections, model):
     for key in ("exporter_port", "prometheus_port", "discovery_port"):
         if chk.whole("metrics.%s" % key, metrics[key], 1, 65535, "give a port from 1 to 65535"):
             ports.append(("metrics.%s" % key, metrics[key]))
+    if _check_jupyterhub(chk, sections["jupyterhub"], model):
+        ports.append(("jupyterhub.port", sections["jupyterhub"]["port"]))
     owners = {port: "%s (fixed in slurm.conf)" % name for port, name in SLURM_PORTS.items()}
     for field, port in ports:
         if port in owners:
@@ -1081,6 +1092,22 @@ def _check_services(chk, sections, model):
     chk.path("metrics.dask_targets_dir", metrics["dask_targets_dir"],
              "give an absolute directory of its own, e.g. /var/lib/daskhpc/dask-targets", system_ok=False)
     _check_ldap(chk, sections["ldap"])
+
+
+def _check_jupyterhub(chk, hub, model):
+    """The jupyterhub section; True when its port is one to check against the other services'."""
+    chk.boolean("jupyterhub.enabled", hub["enabled"])
+    _check_packages(chk, hub["packages"], "jupyterhub.packages")
+    names = [re.match(r"[A-Za-z0-9._-]*", p).group(0).lower() for p in hub["packages"] if isinstance(p, str)] \
+        if isinstance(hub["packages"], list) else []
+    if hub["enabled"] is True and isinstance(hub["packages"], list) and "jupyterhub" not in names:
+        chk.error("jupyterhub.packages", "does not list jupyterhub", "keep jupyterhub (and jupyterlab) in the list")
+    if hub["enabled"] is True and not any(
+            isinstance(p, dict) and p.get("class") == "burst" and p.get("allow_groups")
+            for p in (model.get("partitions") if isinstance(model.get("partitions"), list) else [])):
+        chk.error("jupyterhub.enabled", "no burst partition allows a group, and JupyterHub admits the burst groups",
+                  "give the burst partition allow_groups, or leave jupyterhub disabled")
+    return chk.whole("jupyterhub.port", hub["port"], 1, 65535, "give a TCP port from 1 to 65535, e.g. 8443")
 
 
 def _merge(defaults, given):
@@ -1220,8 +1247,15 @@ class Dask:
     packages: tuple  # the site environment's data-science stack (pip requirements)
 
 
+@dataclasses.dataclass(frozen=True)
+class Jupyterhub:
+    enabled: bool
+    port: int
+    packages: tuple  # pip requirements installed into the site environment on login hosts
+
+
 SECTION_CLASSES = {"burst": Burst, "accounting": Accounting, "ldap": Ldap, "ca": Ca, "metrics": Metrics,
-                   "dask": Dask}
+                   "dask": Dask, "jupyterhub": Jupyterhub}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1239,6 +1273,7 @@ class Site:
     ca: Ca
     metrics: Metrics
     dask: Dask
+    jupyterhub: Jupyterhub
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1286,7 +1321,7 @@ class SiteModel(Mapping):
             values = {f.name: model[name][f.name] for f in dataclasses.fields(kind)}
             if kind is Burst:
                 values["per_user"] = PerUser(**values["per_user"])
-            if kind is Dask:
+            if kind in (Dask, Jupyterhub):
                 values["packages"] = tuple(values["packages"])
             sections[name] = kind(**values)
         site = Site(name=model["name"], scheduler=model["scheduler"], node_groups=groups,
@@ -1329,9 +1364,10 @@ class SiteModel(Mapping):
             "burst_partitions": list(derived.burst_partitions),
             "production_partitions": list(derived.production_partitions),
         }
-        for name in ("accounting", "ldap", "ca", "metrics", "dask"):
+        for name in ("accounting", "ldap", "ca", "metrics", "dask", "jupyterhub"):
             view[name] = dataclasses.asdict(getattr(site, name))
         view["dask"]["packages"] = list(site.dask.packages)
+        view["jupyterhub"]["packages"] = list(site.jupyterhub.packages)
         return view
 
     def __getitem__(self, key):
