@@ -3,15 +3,11 @@
 The rule templates and prometheus.yml are rendered from the lab's site model with the same
 filters and delimiters the role uses, then checked with `promtool check config|rules` and unit
 tested with `promtool test rules` (tests/promtool/*_test.yml, one test per alert at least).
-
-promtool is the one from Debian's prometheus package, the version the lab's Prometheus runs. When it is not
-on PATH, the package is downloaded with apt and only unpacked into ~/.cache/daskhpc/prometheus-deb:
-installing it would start a Prometheus on this machine.
+promtool is Debian's (tests/unit/debian_promtool.py).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -27,35 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "prometheus"
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / ".collections"))
+sys.path.insert(0, str(REPO / "tests" / "unit"))
 
 from ansible_collections.onprem.daskhpc.plugins.filter import metrics  # noqa: E402
-
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "daskhpc" / "prometheus-deb"
-
-
-@functools.cache
-def find_promtool():
-    """promtool on PATH, or from Debian's prometheus package unpacked (not installed) into CACHE."""
-    found = shutil.which("promtool") or CACHE / "usr" / "bin" / "promtool"
-    if Path(found).exists():
-        return str(found)
-    download = CACHE.with_name(CACHE.name + ".download")
-    shutil.rmtree(download, ignore_errors=True)
-    download.mkdir(parents=True)
-    os.chmod(download, 0o755)  # apt's _apt user writes the download here
-    fetched = subprocess.run(["apt-get", "download", "prometheus"], cwd=download, capture_output=True, text=True,
-                             check=False, timeout=600)
-    debs = list(download.glob("prometheus_*.deb"))
-    assert debs, "apt-get download prometheus failed (Debian's promtool is needed):\n" + fetched.stderr[-2000:]
-    unpacked = CACHE.with_name(CACHE.name + ".new")
-    shutil.rmtree(unpacked, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True, capture_output=True)
-    shutil.rmtree(CACHE, ignore_errors=True)
-    unpacked.rename(CACHE)
-    shutil.rmtree(download, ignore_errors=True)
-    return str(CACHE / "usr" / "bin" / "promtool")
-
-
+from debian_promtool import find_promtool  # noqa: E402
 
 
 def lab_site():

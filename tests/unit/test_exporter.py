@@ -7,7 +7,6 @@ output and log each call, so the tests also check how often the batch system is 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import textwrap
 import time
@@ -17,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daskhpc.exporter.server import ConfigError, build_registry, load_config
+from debian_promtool import find_promtool
 from daskhpc.exporter.collectors import BatchCollector, ExporterStats
 from daskhpc.exporter.slurm import SlurmSource
 from daskhpc.scheduler.slurm import (
@@ -350,10 +350,9 @@ def test_names_follow_conventions(registry):
             assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) not installed")
 def test_promtool_check_metrics_on_real_output(registry):
     text = generate_latest(registry)
-    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
+    result = subprocess.run([find_promtool(), "check", "metrics"], input=text, capture_output=True, check=False)
     assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
 
 
