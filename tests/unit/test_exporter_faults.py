@@ -56,8 +56,15 @@ class FakeBatchSystem:
     def calls(self):
         return self.log.read_text().split() if self.log.exists() else []
 
-    def left_running(self):
-        """Processes the hung commands started that are still alive (zombies count as gone)."""
+    def left_running(self, grace=5.0):
+        """Processes the hung commands started that are still alive (zombies count as gone) after ``grace``
+        seconds: SIGKILL reaches a killed group's grandchildren asynchronously, after they are reparented."""
+        deadline = time.monotonic() + grace
+        while (alive := self._alive()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return alive
+
+    def _alive(self):
         alive = []
         for pid in (int(p) for p in (self.pids.read_text().split() if self.pids.exists() else [])):
             try:
