@@ -220,8 +220,8 @@ def _directory(model, scheduler, args):
     users = set()
     assoc = (scheduler or {}).get("sacctmgr_assoc") if isinstance(scheduler, dict) else None
     if isinstance(assoc, str):
-        from daskhpc.audit.parse import assoc_rows
-        users.update(a["User"] for a in assoc_rows(assoc) if a["User"])
+        from daskhpc.core.slurm import parsable2
+        users.update(a["User"] for a in parsable2(assoc, probe.ASSOC_FIELDS) if a["User"])
     if args.ldap_password_file:
         from daskhpc.audit.directory import directory_from_ldap
         from daskhpc.core.site_model import validate

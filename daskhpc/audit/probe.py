@@ -4,8 +4,8 @@
 
 playbooks/audit.yml copies this file to every host (``ansible.builtin.script``)
 and the CLI imports it for the local host, so both gather the same facts.
-Everything is returned raw (the tools' own output, certificate PEM text);
-parsing and judging happen in daskhpc.audit.collect on the controller.
+Everything is returned raw (the tools' own output, certificate PEM text); it is parsed
+(daskhpc.scheduler's SLURM and PBS adapters) and judged (daskhpc.audit.collect) on the controller.
 A source that cannot be read becomes ``{"unavailable": "reason"}``.
 
     python3 probe.py host [--python /opt/daskhpc/venv/bin/python] [--tls-dir DIR]
