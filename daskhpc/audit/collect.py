@@ -24,6 +24,7 @@ from daskhpc.core import site_model
 from daskhpc.core.pki import parse_ledger
 from daskhpc.core.slurm import parsable2
 from daskhpc.scheduler import parse_int
+from daskhpc.scheduler import pbs as pbsbatch
 from daskhpc.scheduler.slurm import parse_scontrol_partitions, parse_timestamp, split_list
 
 SCHEMA_VERSION = "1.0"
@@ -286,7 +287,7 @@ def certificates_section(ledger_text, host_facts, as_of, sources):
 
 
 def sacct_runs(text):
-    """sacct's allocations as runs: {user, partition, start, end, cpus, preempted} (as pbsaudit.runs)."""
+    """sacct's allocations as runs: {user, partition, start, end, cpus, preempted} (as pbsbatch.accounting_runs)."""
     return [{"user": job["User"], "partition": job["Partition"].split(",")[0],
              "preempted": job["State"].split()[0] in ("PREEMPTED", "REQUEUED"),
              "start": parse_timestamp(job["Start"]), "end": parse_timestamp(job["End"]),
@@ -294,7 +295,7 @@ def sacct_runs(text):
 
 
 def usage_section(model, sacct_text, since, until, sources, *, runs=None):
-    """Usage from sacct (SLURM) or from `runs` already read (PBS: pbsaudit.runs of the accounting log)."""
+    """Usage from sacct (SLURM) or from `runs` already read (PBS: accounting_runs of the accounting log)."""
     if runs is None:
         sacct_text = sources.take("sacct", sacct_text)
         runs = sacct_runs(sacct_text) if sacct_text is not None else []
@@ -521,11 +522,11 @@ def pbs_sections(model, scheduler, directory, sources):
                               detail="%s/server_priv/accounting" % scheduler.get("pbs_home", "$PBS_HOME"))
     directory = sources.take("directory", directory,
                              detail=(directory or {}).get("source", "") if isinstance(directory, dict) else "")
-    queues = pbsaudit.read_queues(server) if server is not None else {}
-    partitions = pbsaudit.partition_rows(model, queues, pbsaudit.read_sched(sched) if sched is not None else {})
+    queues = pbsbatch.qmgr_queues(server) if server is not None else {}
+    partitions = pbsaudit.partition_rows(model, queues, pbsbatch.qmgr_sched(sched) if sched is not None else {})
     qos = pbsaudit.qos_rows(model, queues)
     access, mismatches = pbsaudit.access_rows(model, queues if server is not None else {}, directory)
-    runs = pbsaudit.runs(accounting) if accounting is not None else []
+    runs = pbsbatch.accounting_runs(accounting) if accounting is not None else []
     return partitions, qos, access, [], mismatches, runs
 
 
