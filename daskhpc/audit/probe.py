@@ -60,7 +60,11 @@ def unavailable(reason):
 
 
 def run(argv, env=None):
-    """Standard output of a command, or an `unavailable` record saying why not."""
+    """Standard output of a command, or an `unavailable` record saying why not.
+
+    Not daskhpc.core.command.run: ansible.builtin.script copies this one file to hosts whose
+    system python3 has no daskhpc package, so the probe keeps its own runner.
+    """
     if not shutil.which(argv[0]) and not os.path.exists(argv[0]):
         return unavailable("%s is not installed" % argv[0])
     try:
