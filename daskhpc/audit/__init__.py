@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from datetime import datetime
 
@@ -22,6 +21,7 @@ import yaml
 from daskhpc.audit import probe
 from daskhpc.audit.collect import collect, default_period, is_unavailable
 from daskhpc.audit.render import FORMATS, SCHEMA_PATH, render
+from daskhpc.core import command
 from daskhpc.core.site_model import SiteModelError, load_site_file
 
 __all__ = ["collect", "render", "main", "gather", "SCHEMA_PATH"]
@@ -63,12 +63,11 @@ def load_site_model(path):
 
 
 def _from_inventory(path):
+    returncode, out, err = command.run(["ansible-inventory", "-i", path, "--list"], timeout=300)
+    why = err.strip()[:300]
     try:
-        proc = subprocess.run(["ansible-inventory", "-i", path, "--list"], capture_output=True, text=True,
-                              timeout=300, check=False)
-        listing = json.loads(proc.stdout) if proc.returncode == 0 else None
-        why = (proc.stderr or "").strip()[:300]
-    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        listing = json.loads(out) if returncode == 0 else None
+    except ValueError as exc:
         listing, why = None, str(exc)
     if listing is None:
         return _group_vars_model(path), unavailable("ansible-inventory failed: %s" % why), []
@@ -117,14 +116,15 @@ def run_check_mode(playbook, inventory):
     """The drift of a check-mode run, through the collection's drift_json callback."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="onprem.daskhpc.drift_json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     argv = ["ansible-playbook", "--check", "--diff", playbook] + (["-i", inventory] if inventory else [])
+    # A non-zero exit still prints the drift (failed or unreachable hosts); only a run that never
+    # started or was killed has none.
+    returncode, out, err = command.run(argv, timeout=3600, env=env)
+    if returncode in (command.TIMED_OUT, command.NOT_FOUND):
+        return unavailable(err)
+    start = out.find("{")
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return unavailable("%s: %s" % (" ".join(argv), exc))
-    start = proc.stdout.find("{")
-    try:
-        return json.loads(proc.stdout[start:]) if start >= 0 else unavailable(
-            "%s printed no JSON: %s" % (" ".join(argv), (proc.stderr or proc.stdout).strip()[:300]))
+        return json.loads(out[start:]) if start >= 0 else unavailable(
+            "%s printed no JSON: %s" % (" ".join(argv), (err or out).strip()[:300]))
     except ValueError as exc:
         return unavailable("cannot read the check-mode output: %s" % exc)
 
@@ -220,8 +220,8 @@ def _directory(model, scheduler, args):
     users = set()
     assoc = (scheduler or {}).get("sacctmgr_assoc") if isinstance(scheduler, dict) else None
     if isinstance(assoc, str):
-        from daskhpc.audit.parse import assoc_rows
-        users.update(a["User"] for a in assoc_rows(assoc) if a["User"])
+        from daskhpc.core.slurm import parsable2
+        users.update(a["User"] for a in parsable2(assoc, probe.ASSOC_FIELDS) if a["User"])
     if args.ldap_password_file:
         from daskhpc.audit.directory import directory_from_ldap
         from daskhpc.core.site_model import validate

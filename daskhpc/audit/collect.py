@@ -18,12 +18,14 @@ from datetime import datetime, timedelta, timezone
 from daskhpc.audit import certs as certmod
 from daskhpc.audit import findings as findmod
 from daskhpc.audit import licences as licmod
-from daskhpc.audit import parse, probe
+from daskhpc.audit import probe
 from daskhpc.audit import pbs as pbsaudit
 from daskhpc.core import site_model
 from daskhpc.core.pki import parse_ledger
+from daskhpc.core.slurm import parsable2
 from daskhpc.scheduler import parse_int
-from daskhpc.scheduler.slurm import parse_timestamp
+from daskhpc.scheduler import pbs as pbsbatch
+from daskhpc.scheduler.slurm import parse_scontrol_partitions, parse_timestamp, split_list
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_ID = "https://onprem.daskhpc/schemas/audit/report-v1.json"
@@ -116,7 +118,7 @@ def partitions_section(model, live_text, sources):
     live = {}
     text = sources.take("scontrol_partitions", live_text)
     if text is not None:
-        live = {p["PartitionName"]: p for p in parse.scontrol_oneliner(text)}
+        live = {p["PartitionName"]: p for p in parse_scontrol_partitions(text)}
     modelled = {p["PartitionName"]: p for p in (site_model.slurm_partitions(model) if _valid(model) else [])}
     classes = {p["name"]: p.get("class", "") for p in (model or {}).get("partitions", [])}
     as_written = {p["name"]: p for p in (model or {}).get("partitions", [])}
@@ -132,7 +134,7 @@ def partitions_section(model, live_text, sources):
             "nodes": have.get("Nodes") or want.get("Nodes") or ",".join(written.get("nodes", [])),
             "total_cpus": parse_int(have.get("TotalCPUs")),
             "allow_groups_model": sorted(written.get("allow_groups") or []),
-            "allow_groups_scheduler": parse.split_list(have.get("AllowGroups")) if have else [],
+            "allow_groups_scheduler": split_list(have.get("AllowGroups")) if have else [],
             "priority_tier_model": written.get("priority_tier"),
             "priority_tier_scheduler": parse_int(have.get("PriorityTier")),
             "preempt_mode_model": want.get("PreemptMode", ""),
@@ -149,7 +151,7 @@ def partitions_section(model, live_text, sources):
 
 def qos_section(model, live_text, sources):
     text = sources.take("sacctmgr_qos", live_text)
-    live = {q["Name"]: q for q in parse.qos_rows(text)} if text is not None else {}
+    live = {q["Name"]: q for q in parsable2(text, probe.QOS_FIELDS)} if text is not None else {}
     expected = {}
     if _valid(model) and model.get("scheduler") == "slurm":
         want = site_model.burst_qos(model)
@@ -183,9 +185,9 @@ def qos_section(model, live_text, sources):
 
 
 def associations(text):
-    rows = [a for a in parse.assoc_rows(text) if a.get("User")]
+    rows = [a for a in parsable2(text, probe.ASSOC_FIELDS) if a.get("User")]
     return sorted(({"cluster": a["Cluster"], "account": a["Account"], "user": a["User"],
-                    "partition": a["Partition"], "qos": ",".join(parse.split_list(a["QOS"])),
+                    "partition": a["Partition"], "qos": ",".join(split_list(a["QOS"])),
                     "default_qos": a["DefaultQOS"]} for a in rows),
                   key=lambda a: (a["user"], a["account"], a["partition"], a["cluster"]))
 
@@ -285,15 +287,15 @@ def certificates_section(ledger_text, host_facts, as_of, sources):
 
 
 def sacct_runs(text):
-    """sacct's allocations as runs: {user, partition, start, end, cpus, preempted} (as pbsaudit.runs)."""
+    """sacct's allocations as runs: {user, partition, start, end, cpus, preempted} (as pbsbatch.accounting_runs)."""
     return [{"user": job["User"], "partition": job["Partition"].split(",")[0],
              "preempted": job["State"].split()[0] in ("PREEMPTED", "REQUEUED"),
              "start": parse_timestamp(job["Start"]), "end": parse_timestamp(job["End"]),
-             "cpus": parse_int(job["AllocCPUS"]) or 0} for job in parse.sacct_rows(text)]
+             "cpus": parse_int(job["AllocCPUS"]) or 0} for job in parsable2(text, probe.SACCT_FIELDS)]
 
 
 def usage_section(model, sacct_text, since, until, sources, *, runs=None):
-    """Usage from sacct (SLURM) or from `runs` already read (PBS: pbsaudit.runs of the accounting log)."""
+    """Usage from sacct (SLURM) or from `runs` already read (PBS: accounting_runs of the accounting log)."""
     if runs is None:
         sacct_text = sources.take("sacct", sacct_text)
         runs = sacct_runs(sacct_text) if sacct_text is not None else []
@@ -520,11 +522,11 @@ def pbs_sections(model, scheduler, directory, sources):
                               detail="%s/server_priv/accounting" % scheduler.get("pbs_home", "$PBS_HOME"))
     directory = sources.take("directory", directory,
                              detail=(directory or {}).get("source", "") if isinstance(directory, dict) else "")
-    queues = pbsaudit.read_queues(server) if server is not None else {}
-    partitions = pbsaudit.partition_rows(model, queues, pbsaudit.read_sched(sched) if sched is not None else {})
+    queues = pbsbatch.qmgr_queues(server) if server is not None else {}
+    partitions = pbsaudit.partition_rows(model, queues, pbsbatch.qmgr_sched(sched) if sched is not None else {})
     qos = pbsaudit.qos_rows(model, queues)
     access, mismatches = pbsaudit.access_rows(model, queues if server is not None else {}, directory)
-    runs = pbsaudit.runs(accounting) if accounting is not None else []
+    runs = pbsbatch.accounting_runs(accounting) if accounting is not None else []
     return partitions, qos, access, [], mismatches, runs
 
 

@@ -27,39 +27,16 @@ consumers work unchanged. What each section holds on PBS:
 
 from __future__ import annotations
 
-import re
-import shlex
-from datetime import datetime
-
 from daskhpc.core import pbs as pbsmodel
 from daskhpc.core import site_model
 from daskhpc.scheduler import parse_int
+from daskhpc.scheduler.pbs import entity_limits
 
 SOURCES = ("pbs_print_server", "pbs_print_sched", "pbs_accounting")
-ENTITY = re.compile(r"\[(?P<kind>[ugpo]):(?P<name>[^=\]]+)=(?P<value>[^\]]+)\]")
-PREEMPT_QUEUE_PRIO = 150  # OpenPBS's default when the scheduler does not say
 
 
 def _first(values, default=None):
     return values[0] if values else default
-
-
-def entity_limits(values):
-    """``["[o:PBS_ALL=8]", "[u:PBS_GENERIC=4]"]`` -> ``{("o", "PBS_ALL"): "8", ("u", "PBS_GENERIC"): "4"}``."""
-    found = {}
-    for value in values or []:
-        for match in ENTITY.finditer(str(value)):
-            found[(match["kind"], match["name"].strip())] = match["value"].strip()
-    return found
-
-
-def read_queues(print_server):
-    return pbsmodel.parse_print(print_server)["queues"]
-
-
-def read_sched(print_sched):
-    scheds = pbsmodel.parse_print(print_sched)["sched"] if print_sched else {}
-    return scheds.get("default") or (next(iter(scheds.values())) if scheds else {})
 
 
 def acl_groups(queue):
@@ -73,7 +50,7 @@ def partition_rows(model, queues, sched):
     """The report's ``partitions`` rows from the live queues and the model."""
     classes = {p["name"]: p.get("class", "") for p in (model or {}).get("partitions", [])}
     written = {p["name"]: p for p in (model or {}).get("partitions", [])}
-    express = parse_int(_first(sched.get("preempt_queue_prio"))) or PREEMPT_QUEUE_PRIO
+    express = parse_int(_first(sched.get("preempt_queue_prio"))) or pbsmodel.PREEMPT_QUEUE_PRIO
     preempt_order = _first(sched.get("preempt_order"), "SCR")  # OpenPBS's default
     modelled = {}
     if model is not None and getattr(model, "valid", False):
@@ -178,68 +155,3 @@ def access_rows(model, queues, directory):
                                    "detail": "group %s is allowed on %s but the directory has no such group"
                                    % (group, name)})
     return access, sorted(mismatches, key=lambda m: (m["partition"], m["kind"], m["user"], m["group"]))
-
-
-# --- the accounting log ------------------------------------------------------------------------
-
-
-def record_fields(message):
-    """``user=alice queue=burst project="a b" Resource_List.ncpus=1`` -> dict (values may hold '=')."""
-    try:
-        tokens = shlex.split(message, posix=True)
-    except ValueError:
-        tokens = message.split()
-    fields = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if sep:
-            fields[key] = value
-    return fields
-
-
-def accounting_records(text):
-    """Records of a PBS accounting log: ``MM/DD/YYYY HH:MM:SS;TYPE;ID;key=value ...``."""
-    records = []
-    for line in (text or "").splitlines():
-        parts = line.split(";", 3)
-        if len(parts) < 4:
-            continue
-        stamp, kind, job_id, message = parts
-        try:
-            when = datetime.strptime(stamp.strip(), "%m/%d/%Y %H:%M:%S")
-        except ValueError:
-            continue
-        records.append({"time": when, "type": kind, "id": job_id, "fields": record_fields(message)})
-    return records
-
-
-def _epoch(value):
-    number = parse_int(value)
-    return datetime.fromtimestamp(number) if number else None  # local time, as the log's own stamps
-
-
-def runs(text):
-    """Job runs from the accounting log, each {user, partition, start, end, cpus, preempted}.
-
-    ``E`` ends a run, ``R`` ends one that was requeued (preempted, ``qrerun``); both carry the run's
-    user, queue, start and resources. An ``S`` without a later ``E``/``R`` is a run still going (end None).
-    """
-    started, found = {}, []
-    for record in sorted(accounting_records(text), key=lambda r: r["time"]):
-        fields = record["fields"]
-        if record["type"] not in ("S", "E", "R"):
-            continue
-        run = {"user": fields.get("user", ""), "partition": fields.get("queue", ""),
-               "start": _epoch(fields.get("start")), "cpus": parse_int(fields.get("Resource_List.ncpus")) or 0,
-               "job_id": record["id"]}
-        if record["type"] == "S":
-            started[record["id"]] = run
-            continue
-        started.pop(record["id"], None)
-        run["end"] = _epoch(fields.get("end")) or record["time"]
-        run["preempted"] = record["type"] == "R"
-        found.append(run)
-    for run in started.values():
-        run.update(end=None, preempted=False)
-        found.append(run)
-    return sorted(found, key=lambda r: (r["start"] or datetime.min, r["job_id"]))

@@ -4,8 +4,8 @@
 
 playbooks/audit.yml copies this file to every host (``ansible.builtin.script``)
 and the CLI imports it for the local host, so both gather the same facts.
-Everything is returned raw (the tools' own output, certificate PEM text);
-parsing and judging happen in daskhpc.audit.collect on the controller.
+Everything is returned raw (the tools' own output, certificate PEM text); it is parsed
+(daskhpc.scheduler's SLURM and PBS adapters) and judged (daskhpc.audit.collect) on the controller.
 A source that cannot be read becomes ``{"unavailable": "reason"}``.
 
     python3 probe.py host [--python /opt/daskhpc/venv/bin/python] [--tls-dir DIR]
@@ -60,7 +60,11 @@ def unavailable(reason):
 
 
 def run(argv, env=None):
-    """Standard output of a command, or an `unavailable` record saying why not."""
+    """Standard output of a command, or an `unavailable` record saying why not.
+
+    Not daskhpc.core.command.run: ansible.builtin.script copies this one file to hosts whose
+    system python3 has no daskhpc package, so the probe keeps its own runner.
+    """
     if not shutil.which(argv[0]) and not os.path.exists(argv[0]):
         return unavailable("%s is not installed" % argv[0])
     try:

@@ -1,5 +1,7 @@
-"""OpenPBS for the Dask client and the exporter: read ``qstat -f -F json``, ``pbsnodes -av -F json`` and
-``qstat -Qf -F json``, and the whole cluster's state from them (:func:`cluster_state`).
+"""OpenPBS for the Dask client, the exporter and the audit: read ``qstat -f -F json``, ``pbsnodes -av -F json``
+and ``qstat -Qf -F json``, and the whole cluster's state from them (:func:`cluster_state`); for the audit, the
+queues and scheduler from qmgr's ``print`` output and the runs from the server's accounting log
+(:func:`accounting_runs`).
 
 The qmgr side (``print server``, ``qstat -Qf -F json``, the attribute tables) lives in the collection's
 ``module_utils/_core/pbs.py``, shipped here as :mod:`daskhpc.core.pbs`; its JSON loader is reused so that
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -410,3 +413,91 @@ def cluster_state(nodes, jobs, queues, configured_queues):
     for name, attrs in queues.items():
         partitions_up[name] = all((attrs.get(key) or ["False"])[0] == "True" for key in ("enabled", "started"))
     return ClusterState(nodes=records, jobs=job_records, partitions_up=partitions_up)
+
+
+# --- qmgr's print output and the server's accounting log, for the audit ---------------------------------
+
+# One entry of an entity limit as qmgr prints it: [u:PBS_GENERIC=4], [u:alice=8], [o:PBS_ALL=16]
+ENTITY_LIMIT = re.compile(r"\[(?P<kind>[ugpo]):(?P<name>[^=\]]+)=(?P<value>[^\]]+)\]")
+
+
+def entity_limits(values):
+    """``["[o:PBS_ALL=8]", "[u:PBS_GENERIC=4]"]`` -> ``{("o", "PBS_ALL"): "8", ("u", "PBS_GENERIC"): "4"}``."""
+    found = {}
+    for value in values or []:
+        for match in ENTITY_LIMIT.finditer(str(value)):
+            found[(match["kind"], match["name"].strip())] = match["value"].strip()
+    return found
+
+
+def qmgr_queues(print_server):
+    """{queue: {attr[.res]: [values]}} from ``qmgr -c 'print server'``."""
+    return pbsmodel.parse_print(print_server)["queues"]
+
+
+def qmgr_sched(print_sched):
+    """The default scheduler's attributes (else the only one's) from ``qmgr -c 'print sched'``."""
+    scheds = pbsmodel.parse_print(print_sched)["sched"] if print_sched else {}
+    return scheds.get("default") or (next(iter(scheds.values())) if scheds else {})
+
+
+def record_fields(message):
+    """``user=alice queue=burst project="a b" Resource_List.ncpus=1`` -> dict (values may hold '=')."""
+    try:
+        tokens = shlex.split(message, posix=True)
+    except ValueError:
+        tokens = message.split()
+    fields = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def accounting_records(text):
+    """Records of a PBS accounting log: ``MM/DD/YYYY HH:MM:SS;TYPE;ID;key=value ...``."""
+    records = []
+    for line in (text or "").splitlines():
+        parts = line.split(";", 3)
+        if len(parts) < 4:
+            continue
+        stamp, kind, job_id, message = parts
+        try:
+            when = datetime.strptime(stamp.strip(), "%m/%d/%Y %H:%M:%S")
+        except ValueError:
+            continue
+        records.append({"time": when, "type": kind, "id": job_id, "fields": record_fields(message)})
+    return records
+
+
+def _epoch(value):
+    number = parse_int(value)
+    return datetime.fromtimestamp(number) if number else None  # local time, as the log's own stamps
+
+
+def accounting_runs(text):
+    """Job runs from the accounting log, each {user, partition, start, end, cpus, preempted}.
+
+    ``E`` ends a run, ``R`` ends one that was requeued (preempted, ``qrerun``); both carry the run's
+    user, queue, start and resources. An ``S`` without a later ``E``/``R`` is a run still going (end None).
+    """
+    started, found = {}, []
+    for record in sorted(accounting_records(text), key=lambda r: r["time"]):
+        fields = record["fields"]
+        if record["type"] not in ("S", "E", "R"):
+            continue
+        run = {"user": fields.get("user", ""), "partition": fields.get("queue", ""),
+               "start": _epoch(fields.get("start")), "cpus": parse_int(fields.get("Resource_List.ncpus")) or 0,
+               "job_id": record["id"]}
+        if record["type"] == "S":
+            started[record["id"]] = run
+            continue
+        started.pop(record["id"], None)
+        run["end"] = _epoch(fields.get("end")) or record["time"]
+        run["preempted"] = record["type"] == "R"
+        found.append(run)
+    for run in started.values():
+        run.update(end=None, preempted=False)
+        found.append(run)
+    return sorted(found, key=lambda r: (r["start"] or datetime.min, r["job_id"]))

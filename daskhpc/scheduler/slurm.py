@@ -4,7 +4,10 @@ durations read once.
 ``SlurmBatch`` answers a cluster's job state with one ``squeue`` per poll (plus one ``sacct`` only for
 jobs that have already left ``squeue``). The exporter reads the whole cluster from one ``squeue`` and one
 ``sinfo`` (:func:`parse_squeue`, :func:`parse_sinfo`), preemptions from ``sacct``
-(:func:`parse_sacct_preemptions`) and slurmctld's health from ``sdiag`` (:func:`parse_sdiag`).
+(:func:`parse_sacct_preemptions`) and slurmctld's health from ``sdiag`` (:func:`parse_sdiag`). The audit
+reads the partitions from ``scontrol --oneliner`` (:func:`parse_scontrol_partitions`); sacctmgr's and sacct's
+``--parsable2`` rows are read by :func:`daskhpc.core.slurm.parsable2`, which the collection's sacctmgr
+module shares.
 """
 
 from __future__ import annotations
@@ -50,6 +53,28 @@ def duration_seconds(text):
     except ValueError:
         return None
     return None if minutes is None else round(minutes * 60)
+
+
+def split_list(value):
+    """A comma-separated SLURM list (AllowGroups, an association's QOS), sorted; empty for SLURM's
+    spellings of "none" and for ``ALL`` (no restriction)."""
+    if value in (None, "", "N/A", "(null)", "ALL"):
+        return []
+    return sorted(v for v in str(value).split(",") if v)
+
+
+def parse_scontrol_partitions(text):
+    """``scontrol show partition --oneliner``: one dict per partition, keyed by scontrol's names."""
+    parts = []
+    for line in text.splitlines():
+        fields = {}
+        for token in line.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields[key] = value
+        if "PartitionName" in fields:
+            parts.append(fields)
+    return parts
 
 
 def slurm_phase(state):

@@ -18,6 +18,7 @@ import re
 
 from ._core import command
 from ._core.site_model import parse_duration_minutes
+from ._core.slurm import parsable2
 
 SACCTMGR = "sacctmgr"
 _NOT_SINGLE = re.compile(r"[,=\s]|^-|^$")
@@ -59,14 +60,7 @@ class Sacctmgr:
         for key, value in (where or {}).items():
             args.append("%s=%s" % (key, _single(key, value)))
         args.append("format=%s" % ",".join(fields))
-        out = self._call(args)
-        rows = []
-        for line in out.splitlines():
-            if not line.strip():
-                continue
-            values = line.split("|")
-            rows.append(dict(zip(fields, values + [""] * (len(fields) - len(values)))))
-        return rows
+        return parsable2(self._call(args), fields)
 
     def add(self, entity, name, settings=None):
         args = ["--immediate", "add", entity, _single(entity + " name", name)]

@@ -433,6 +433,15 @@ def test_probe_scans_certificates_but_never_keys(tmp_path, pems):
     assert probe.run(["/nonexistent/tool"]) == {"unavailable": "/nonexistent/tool is not installed"}
 
 
+def test_controller_commands_that_cannot_run_become_unavailable_with_the_reason(monkeypatch):
+    from daskhpc import audit
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert audit.run_check_mode("site.yml", None) == {"unavailable": "ansible-playbook: command not found"}
+    _model, inventory, _local = audit._from_inventory("/nonexistent/inventory")
+    assert inventory == {"unavailable": "ansible-inventory failed: ansible-inventory: command not found"}
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the probe runs as root; the attack needs root to test")
 @pytest.mark.timeout(20)
 def test_probe_never_follows_a_users_path(tmp_path, pems):

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from daskhpc.audit import collect, probe
-from daskhpc.audit import pbs as pbsaudit
 from daskhpc.audit.render import SCHEMA_PATH
 from daskhpc.core.pbs import pbs_queues
 from daskhpc.core.site_model import validate
+from daskhpc.scheduler import pbs as pbsbatch
 
 REPO = Path(__file__).resolve().parents[2]
 UNTIL = datetime(2026, 12, 2)
@@ -198,5 +198,5 @@ def test_probe_reads_the_accounting_days_of_the_period(tmp_path):
     (directory / (day + timedelta(days=1)).strftime("%Y%m%d")).write_text(
         "%s;E;3.pbs;user=c queue=burst\n" % stamp(UNTIL + timedelta(hours=1)))
     text = probe.pbs_accounting(str(tmp_path), SINCE.isoformat(), UNTIL.isoformat())
-    assert [r["id"] for r in pbsaudit.accounting_records(text)] == ["1.pbs"]
+    assert [r["id"] for r in pbsbatch.accounting_records(text)] == ["1.pbs"]
     assert "unavailable" in probe.pbs_accounting(str(tmp_path / "none"), SINCE.isoformat(), UNTIL.isoformat())
