@@ -259,7 +259,9 @@ def test_only_the_hubs_https_port_listens_beyond_loopback(hub):
     assert hub_pid not in ("", "0") and proxy_pids, "the hub or its proxy is not running"
     lines = [line for line in sh("ss", "-Htlnp", host=HOST).stdout.splitlines()
              if any("pid=%s," % pid in line for pid in [hub_pid, *proxy_pids])]
-    assert any(line.split()[3].endswith(":%d" % hub["port"]) for line in lines), lines
+    # The HTTPS port on the login host's own address only (not every interface), as Prometheus's.
+    assert {line.split()[3] for line in lines if line.split()[3].endswith(":%d" % hub["port"])} == \
+        {"%s:%d" % (address(HOST), hub["port"])}, lines
     for line in lines:
         local = line.split()[3]
         if not local.endswith(":%d" % hub["port"]):
