@@ -189,18 +189,31 @@ LDAPS_CHECK = textwrap.dedent("""\
     """)
 
 
-def test_slapd_serves_ldaps_with_the_issued_certificate():
-    """slapd on svc uses /etc/daskhpc/tls/slapd.pem; a client host verifies it against its bundle (by name)."""
+def served_slapd_certificate():
+    """The certificate slapd on svc presents to a client host that checks it against its bundle (by name)."""
     ldap = ldap_settings()
     server = ldap["uri"].split("://", 1)[1].split(":")[0].split("/")[0]  # svc, as clients name it
-    reachable = sh("python3", "-c", "import socket; socket.create_connection((%r, 636), timeout=3).close()" % server,
-                   host="login", check=False)
-    if reachable.returncode != 0:
-        pytest.skip("slapd is not serving LDAPS yet (run playbooks/identity.yml)")
     checked = sh("python3", "-c", LDAPS_CHECK, server, TLS_DIR + "/ca.pem", ldap["bind_dn"],
                  input=secrets()["daskhpc_ldap_reader_password"], host="login", check=False)
     assert checked.returncode == 0, checked.stderr[-3000:]
     result = json.loads(checked.stdout)
-    served = x509.load_der_x509_certificate(bytes.fromhex(result["der"]))
-    assert served.serial_number == serial(LDAP_HOST, TLS_DIR + "/slapd.pem")
     assert result["whoami"]
+    return x509.load_der_x509_certificate(bytes.fromhex(result["der"]))
+
+
+def test_slapd_serves_ldaps_with_the_issued_certificate():
+    """slapd on svc uses /etc/daskhpc/tls/slapd.pem."""
+    assert served_slapd_certificate().serial_number == serial(LDAP_HOST, TLS_DIR + "/slapd.pem")
+
+
+def test_a_reissued_slapd_certificate_is_served_at_once():
+    """slapd reads its certificate only at start: pki_client restarts it when it installs a new one.
+
+    The CA's copy of slapd's certificate is removed, as a renewal replaces it, so the next run issues a new one.
+    """
+    before = served_slapd_certificate().serial_number
+    sh("rm", "-f", "%s/issued/%s/slapd.pem" % (CA_DIR, LDAP_HOST), host=CA_HOST)
+    playbook("pki.yml", "--limit", LDAP_HOST)
+    installed = serial(LDAP_HOST, TLS_DIR + "/slapd.pem")
+    assert installed != before
+    assert served_slapd_certificate().serial_number == installed
