@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import LAB_INVENTORY, address, read_file, sh, write_file
+from conftest import LAB_INVENTORY, address, read_file, remote_command, sh, ssh_argv, write_file
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
@@ -434,3 +434,96 @@ def test_a_wrong_password_does_not_log_alice_in(hub, browser_home):
 
 def test_alice_closes_her_cluster_from_the_notebook(alice, alice_ran_the_cell):
     assert "CLOSED" in run_cell(alice, 1, "CLOSED", 180)
+
+
+# bob's stand-in server: binds `port` as soon as it is free, then answers every connection it gets with a marker.
+HIJACKER = r"""
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+deadline = time.monotonic() + seconds
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the dead server's TIME_WAIT connections
+while True:
+    try:
+        listener.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            print("NEVER-BOUND", flush=True)
+            sys.exit(1)
+        time.sleep(0.01)
+listener.listen(8)
+listener.settimeout(0.5)
+print("BOUND", flush=True)
+while time.monotonic() < deadline:
+    try:
+        conn, _ = listener.accept()
+    except socket.timeout:
+        continue
+    with conn:
+        print("ACCEPTED", flush=True)
+        conn.settimeout(2)
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\nHIJACKED-BY-BOB")
+        except OSError:
+            pass
+"""
+
+
+def start_hijacker(port, seconds):
+    """bob's stand-in on `port`, as bob on the login host; its first line says when it holds the port."""
+    command = remote_command(["python3", "-c", HIJACKER, str(port), str(seconds)])
+    return subprocess.Popen([*ssh_argv("bob", HOST), command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+
+
+def fetch_as_root(url):
+    """What a client on the login host running as root (as the proxy does) gets from `url` within 5 s."""
+    fetched = sh("curl", "-s", "--max-time", "5", "--cacert", "/etc/daskhpc/tls/ca.pem", url, host=HOST, check=False)
+    return fetched.stdout
+
+
+def port_owners():
+    """The login host's (port . uid) owners of the hub's ports, one line."""
+    listed = sh("nft", "list", "set", "inet", "daskhpc_jupyterhub", "owners", host=HOST).stdout
+    return " ".join(listed.split()).replace(",", " ")
+
+
+def test_bob_cannot_take_over_alices_server_port_when_her_server_dies(hub, alice, alice_ran_the_cell):
+    """Any user may bind a free port: bob waits for alice's server to die and binds its port at once.
+
+    What the proxy still routes to alice's server (and anyone on the host) must not reach him: the
+    kernel drops every packet his socket sends from her port (jupyterhub-ports.nft). A port outside
+    the guarded ones shows that his stand-in answers otherwise.
+    """
+    (pid,) = single_user_pids("alice")
+    listening = sh("ss", "-Htlnp", host=HOST).stdout.splitlines()
+    ports = {int(line.split()[3].rsplit(":", 1)[1]) for line in listening if "pid=%s," % pid in line}
+    (port,) = [p for p in ports if 20000 <= p <= 20999]  # jupyterhub_server_ports
+
+    control = start_hijacker(19999, 15)
+    try:
+        assert control.stdout.readline().strip() == "BOUND"
+        assert "HIJACKED-BY-BOB" in fetch_as_root("http://127.0.0.1:19999/")
+    finally:
+        control.kill()
+
+    thief = start_hijacker(port, 150)
+    try:
+        time.sleep(2)  # bob is polling for the port
+        sh("kill", "-KILL", pid, host=HOST)
+        assert thief.stdout.readline().strip() == "BOUND"  # he has her port
+        assert "HIJACKED-BY-BOB" not in fetch_as_root("http://127.0.0.1:%d/user/alice/api/status" % port)
+        assert "HIJACKED-BY-BOB" not in fetch_as_root(hub["url"] + "/user/alice/api/status")
+        # The hub notices (its poll, every 30 s) and gives the port up: it has no owner, so still not bob.
+        deadline = time.monotonic() + 100
+        while " %d . " % port in port_owners() and time.monotonic() < deadline:
+            time.sleep(3)
+        assert " %d . " % port not in port_owners()
+        assert "HIJACKED-BY-BOB" not in fetch_as_root("http://127.0.0.1:%d/" % port)
+    finally:
+        thief.kill()
+        rest = thief.communicate(timeout=30)[0]
+    assert "ACCEPTED" not in rest, rest  # no connection to him was ever established
+    sh("pkill", "-KILL", "-u", "alice", "-f", "ipykernel", host=HOST, check=False)
