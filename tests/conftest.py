@@ -275,6 +275,17 @@ def sh(*argv, user=None, host=None, check=True, timeout=120, input=None, env=Non
     return proc
 
 
+def changed_tasks(output):
+    """Each task of a playbook's output that changed something, with the hosts it changed."""
+    task, found = None, []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line.rstrip(" *")
+        elif line.startswith("changed:") and task:
+            found.append("%s\n  %s" % (task, line))
+    return "\n".join(found) or output[-6000:]
+
+
 def read_file(host, path):
     """The bytes of `path` on `host` (read as root)."""
     proc = subprocess.run([*ssh_argv(None, host), remote_command(["cat", "--", path])], capture_output=True,

@@ -11,7 +11,7 @@ import pytest
 import pbs_helpers
 from pbs_helpers import QMGR, QSTAT, job, qsub, wait_for
 
-from conftest import run_playbook, sh
+from conftest import changed_tasks, run_playbook, sh
 
 pytestmark = pytest.mark.lab
 jobs = pbs_helpers.jobs  # the fixture (helpers are not a conftest: tests/conftest.py is the one)
@@ -66,8 +66,3 @@ def test_a_job_runs_and_ends(lab, jobs):
 def lab_inventory():
     from conftest import LAB_INVENTORY
     return LAB_INVENTORY
-
-
-def changed_tasks(output):
-    lines = output.splitlines()
-    return "\n".join(lines[i - 1] + "\n" + line for i, line in enumerate(lines) if line.startswith("changed:"))
