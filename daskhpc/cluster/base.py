@@ -279,15 +279,21 @@ def private_log_directory(path):
     return path
 
 
+# SLURM checks --signal times once a minute: "the signal may be sent up to 60 seconds earlier than
+# specified" (sbatch(1)). Workers retire that much before it, so the signal stays a safety net.
+SIGNAL_RESOLUTION = 60
+
+
 def lifetime_args(walltime_minutes, grace_time):
     """``--lifetime`` and ``--lifetime-stagger`` so workers retire (handing off data) before walltime.
 
     Returns (args, margin_seconds): the margin is also when SLURM's ``--signal`` fires as a safety net.
+    The last worker retires at walltime - margin - SIGNAL_RESOLUTION, before the earliest such signal.
     """
     walltime = walltime_minutes * 60
     margin = int(min(max(walltime * 0.05, grace_time + 60), 600))
     stagger = int(min(walltime * 0.05, 300))
-    lifetime = max(int(walltime - margin - stagger), 60)
+    lifetime = max(int(walltime - margin - SIGNAL_RESOLUTION - stagger), 60)
     return ["--lifetime", "%ds" % lifetime, "--lifetime-stagger", "%ds" % stagger], margin
 
 
@@ -769,6 +775,17 @@ class BurstClusterBase:
             logger.warning("could not retire %s: %s", names, exc)
         finally:
             self._closing.difference_update(names)
+
+    def new_worker_spec(self):
+        """SpecCluster's next job, under a name never used before in this cluster.
+
+        SpecCluster reuses a name once its entry is gone, so a replacement would take the name of the job it
+        replaces. Names stay unique so that one name means one job in the logs, and the scheduler never
+        refuses a new worker whose name a leaving one still holds.
+        """
+        spec = super().new_worker_spec()
+        self._i += 1
+        return spec
 
     def _replace(self, names):
         """Forget ended jobs and submit fresh ones, so the requested size holds."""

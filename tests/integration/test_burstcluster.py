@@ -221,8 +221,9 @@ def test_requests_beyond_policy_fail_with_the_clear_message(site_env, user_scrip
 
 LIFETIME_SCRIPT = PREAMBLE + r'''
 from daskhpc import BurstCluster
-# walltime 3 min: workers retire after 81-90 s (walltime - margin 90 s - stagger 9 s), before SLURM's limit
-with BurstCluster(walltime="00:03:00", memory="4GiB") as cluster, cluster.get_client() as client:
+# walltime 4 min: workers retire after 78-90 s (walltime - margin 90 s - SLURM's signal minute - stagger 12 s),
+# before the earliest --signal (SLURM may send it a minute early) and the limit
+with BurstCluster(walltime="00:04:00", memory="4GiB") as cluster, cluster.get_client() as client:
     cluster.adapt(minimum=4, maximum=4)
     client.wait_for_workers(4, timeout=300)
     first = {name: job.job_id for name, job in cluster.workers.items()}
@@ -240,7 +241,7 @@ with BurstCluster(walltime="00:03:00", memory="4GiB") as cluster, cluster.get_cl
 def test_adapt_keeps_its_size_when_workers_reach_their_lifetime(site_env, user_script):
     """dask-jobqueue #691: workers retired by --lifetime are replaced, under adapt too."""
     result = result_of(user_script(USER).run(LIFETIME_SCRIPT, timeout=600))
-    assert "#SBATCH -t 00:03:00" in result["script"] and "--lifetime 81s" in result["script"]
+    assert "#SBATCH -t 00:04:00" in result["script"] and "--lifetime 78s" in result["script"]
     assert len(result["first"]) == 1 and result["replaced"] >= 1
     assert not set(result["first"].values()) & set(result["now"].values())
     assert result["workers"] == 4 and result["answer"] == 45

@@ -78,8 +78,8 @@ def test_job_script_worker_command(cluster):
     assert opts["--memory-limit"] == "2.00GiB"
     assert opts["--grace-time"] == "30"
     assert opts["--interface"] == "lo"
-    # lifetime + stagger end before walltime minus the --signal margin: 13500 + 300 + 600 = 4 h
-    assert opts["--lifetime"] == "13500s" and opts["--lifetime-stagger"] == "300s"
+    # lifetime + stagger end before the earliest --signal (margin, plus SLURM's minute): 13440 + 300 + 60 + 600 = 4 h
+    assert opts["--lifetime"] == "13440s" and opts["--lifetime-stagger"] == "300s"
 
 
 def test_cluster_is_not_started_with_workers(cluster):
@@ -489,9 +489,30 @@ def test_an_unsafe_log_directory_stops_the_cluster(lab_site, tmp_path):
 
 def test_lifetime_ends_before_walltime():
     args, margin = lifetime_args(60, 30)
-    assert args == ["--lifetime", "3240s", "--lifetime-stagger", "180s"] and margin == 180
+    assert args == ["--lifetime", "3180s", "--lifetime-stagger", "180s"] and margin == 180
     args, margin = lifetime_args(10, 30)  # short jobs keep the grace time plus a minute as margin
     assert margin == 90 and int(args[1][:-1]) + int(args[3][:-1]) + margin <= 600
+
+
+@pytest.mark.parametrize("minutes", [4, 10, 30, 60, 240, 1440])
+def test_the_last_worker_retires_before_slurms_earliest_signal(minutes):
+    """sbatch(1): --signal "may be sent up to 60 seconds earlier than specified". Lifetime must win that race,
+    or the whole job is signalled at once and the stagger is lost (the CI of stop 21 saw it at 3 minutes)."""
+    args, margin = lifetime_args(minutes, 30)
+    last_retirement = int(args[1][:-1]) + int(args[3][:-1])
+    assert last_retirement <= minutes * 60 - margin - 60
+
+
+def test_a_replacement_job_never_takes_the_name_of_the_job_it_replaces(cluster):
+    """SpecCluster reuses a freed name; the replacement must not (one name, one job; a leaving worker holds it)."""
+    seen = set()
+    for _round in range(3):
+        spec = cluster.new_worker_spec()
+        (name,) = spec
+        assert name not in seen
+        seen.add(name)
+        cluster.worker_spec.update(spec)
+        del cluster.worker_spec[name]  # the job ended and was forgotten, as _replace does
 
 
 def test_jupyter_repr_carries_the_progress_line(cluster):

@@ -118,11 +118,11 @@ def test_a_workers_http_server_serves_only_health_on_loopback(scheduler, optiona
 
 def test_command_line_like_dask_worker():
     args = parse_args(["tls://10.0.0.1:8786", "--name", "w-1", "--nthreads", "2", "--memory-limit", "1GiB",
-                       "--death-timeout", "60", "--lifetime", "3240s", "--lifetime-stagger", "180s",
+                       "--death-timeout", "60", "--lifetime", "3180s", "--lifetime-stagger", "180s",
                        "--resources", "GPU=1,MEM=2", "--interface", "lo"])
     kwargs = worker_kwargs(args, "w-1-0")
     assert kwargs["name"] == "w-1-0" and kwargs["nthreads"] == 2 and kwargs["memory_limit"] == "1GiB"
-    assert kwargs["death_timeout"] == 60 and kwargs["lifetime"] == "3240s"
+    assert kwargs["death_timeout"] == 60 and kwargs["lifetime"] == "3180s"
     assert kwargs["resources"] == {"GPU": 1.0, "MEM": 2.0} and kwargs["interface"] == "lo"
     assert "security" not in kwargs and kwargs["dashboard"] is False
     assert kwargs["dashboard_address"] == "127.0.0.1:0"  # a shared compute host: nothing on its network
