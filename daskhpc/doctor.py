@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass
 from daskhpc import config as site
 from daskhpc import environment
 from daskhpc.core import command
-from daskhpc.scheduler.slurm import SlurmBatch
+from daskhpc.core.slurm import parsable2
+from daskhpc.scheduler import BatchError
+from daskhpc.scheduler.pbs import PbsBatch, parse_qstat_queues, pbs_command
+from daskhpc.scheduler.slurm import SlurmBatch, split_list
+
+# The batch system's adapter, by the site configuration's scheduler: whose commands the checks run,
+# and which variables are dropped from their environment.
+BATCH_SYSTEMS = {"slurm": SlurmBatch, "pbs": PbsBatch}
 
 # Seconds any one command may take; a command that does not answer fails its check instead of hanging.
 COMMAND_TIMEOUT = 30
@@ -53,16 +60,23 @@ class Doctor:
         self.now = now or datetime.datetime.now(datetime.timezone.utc)
         self.contact = site.contact(self.config)
         self.python = os.path.abspath(os.path.expanduser(python)) if python else None
+        self.scheduler = self.config.get("scheduler") or "slurm"
+        self.batch = BATCH_SYSTEMS.get(self.scheduler, SlurmBatch)()
+        self._queue = None
 
     def _run(self, argv):
-        return command.run(argv, timeout=self.timeout, env=SlurmBatch().command_environment())
+        return command.run(argv, timeout=self.timeout, env=self.batch.command_environment())
 
     def checks(self):
         results = [self.check_config()]
         if not results[0].ok:
             return results  # nothing else can be checked without the site's configuration
-        for check in (self.check_python, self.check_environment, self.check_batch, self.check_groups,
-                      self.check_association, self.check_tls, self.check_interface, self.check_metrics_dir):
+        if self.scheduler == "pbs":
+            batch_checks = (self.check_queue, self.check_groups, self.check_queue_access)
+        else:
+            batch_checks = (self.check_batch, self.check_groups, self.check_association)
+        for check in (self.check_python, self.check_environment, *batch_checks, self.check_tls,
+                      self.check_interface, self.check_metrics_dir):
             try:
                 results.append(check())
             except Exception as exc:  # a broken check must not hide the others
@@ -122,11 +136,11 @@ class Doctor:
             return Check("batch system", False, "sinfo failed: %s" % (err.strip() or "rc=%d" % rc),
                          "the SLURM controller is not reachable from here: check `scontrol ping` and munge "
                          "(`munge -n | unmunge`); if both fail, tell %s" % self.contact)
-        rows = [line.split("|") for line in out.split() if line]
+        rows = parsable2(out, ("avail", "nodes", "cpus"))
         if not rows:
             return Check("batch system", False, "partition %s does not exist" % partition,
                          "ask %s: the site configuration names a partition SLURM does not have" % self.contact)
-        avail, nodes, cpus = rows[0][:3]
+        avail, nodes, cpus = rows[0]["avail"], rows[0]["nodes"], rows[0]["cpus"]
         if avail != "up":
             return Check("batch system", False, "partition %s is %s" % (partition, avail),
                          "wait until %s brings the partition back up" % self.contact)
@@ -158,17 +172,74 @@ class Doctor:
         if rc != 0:
             return Check("burst association", False, "sacctmgr failed: %s" % err.strip(),
                          "the accounting daemon (slurmdbd) is not reachable; tell %s" % self.contact)
-        rows = [line.split("|") for line in out.splitlines() if line.strip()]
+        rows = parsable2(out, "User,Account,QOS")
         if not rows:
             return Check("burst association", False, "%s has no association with account %s" % (self.user, account),
                          "associations follow directory group membership; ask %s to add you to an allowed group "
                          "(then the site's sync adds the association)" % self.contact)
-        qos_list = rows[0][2].split(",") if len(rows[0]) > 2 else []
+        qos_list = split_list(rows[0]["QOS"])
         if qos not in qos_list:
             return Check("burst association", False, "association %s/%s lacks QOS %s (has: %s)"
                          % (self.user, account, qos, ",".join(qos_list) or "none"),
                          "ask %s to re-run the access sync" % self.contact)
         return Check("burst association", True, "%s may submit with account %s and QOS %s" % (self.user, account, qos))
+
+    def burst_queue(self):
+        """The burst queue's attributes as the PBS server has them (``qstat -Qf -F json``), asked once:
+        {attribute: [values]}; None when there is no such queue; BatchError when the server does not answer."""
+        if self._queue is None:
+            queue = self.config["partition"]
+            rc, out, err = self.run([pbs_command("qstat"), "-Q", "-f", "-F", "json", queue])
+            if rc == 0:
+                self._queue = parse_qstat_queues(out).get(queue, {})
+            elif "unknown queue" in err.lower():
+                self._queue = {}
+            else:  # kept, so that a server that does not answer costs one timeout, not one per check
+                self._queue = BatchError("qstat failed: %s" % (err.strip() or "rc=%d" % rc))
+        if isinstance(self._queue, BatchError):
+            raise self._queue
+        return self._queue or None
+
+    def _pbs_unreachable(self, name, exc):
+        return Check(name, False, str(exc),
+                     "the PBS server is not reachable from here: check `qstat -B` and that pbs_comm runs on "
+                     "the server; if it does not answer, tell %s" % self.contact)
+
+    def check_queue(self):
+        queue = self.config["partition"]
+        try:
+            attrs = self.burst_queue()
+        except BatchError as exc:
+            return self._pbs_unreachable("batch system", exc)
+        if attrs is None:
+            return Check("batch system", False, "queue %s does not exist" % queue,
+                         "ask %s: the site configuration names a queue PBS does not have" % self.contact)
+        for attribute, word in (("enabled", "disabled (it accepts no jobs)"), ("started", "stopped (it runs no jobs)")):
+            if attrs.get(attribute) != ["True"]:
+                return Check("batch system", False, "queue %s is %s" % (queue, word),
+                             "wait until %s brings the queue back" % self.contact)
+        return Check("batch system", True, "queue %s is enabled and started: %s"
+                     % (queue, " ".join((attrs.get("state_count") or [""])[0].split()) or "no jobs"))
+
+    def check_queue_access(self):
+        """What PBS itself enforces: the queue's acl_groups (resolved on the server, through the directory)."""
+        queue = self.config["partition"]
+        try:
+            attrs = self.burst_queue()
+        except BatchError as exc:
+            return self._pbs_unreachable("queue access", exc)
+        if attrs is None:
+            return Check("queue access", False, "queue %s does not exist" % queue,
+                         "ask %s: the site configuration names a queue PBS does not have" % self.contact)
+        if attrs.get("acl_group_enable") != ["True"]:
+            return Check("queue access", True, "queue %s admits every user (no group list)" % queue)
+        acl = sorted(g for value in attrs.get("acl_groups", []) for g in value.split(",") if g)
+        shared = sorted(set(acl) & set(self.user_groups()))
+        if not shared:
+            return Check("queue access", False, "queue %s admits only %s; %s is in none of them"
+                         % (queue, ", ".join(acl) or "no group", self.user),
+                         "ask %s to add you to one of these directory groups: %s" % (self.contact, ", ".join(acl)))
+        return Check("queue access", True, "queue %s admits %s (%s)" % (queue, self.user, ", ".join(shared)))
 
     def check_tls(self):
         mode = site.tls_mode(self.config)

@@ -7,6 +7,8 @@ alice may run 4 burst cores at once, the whole burst queue 8.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pbs_helpers
 from pbs_helpers import QSUB, job, qsub, wait_for
@@ -59,3 +61,20 @@ def test_per_user_core_limit_holds(lab, jobs):
     other = qsub("bob", "burst", 4)
     jobs.append(other)
     wait_for("bob's burst job running beside alice's", lambda: state(other) == "R")
+
+
+def test_doctor_asks_the_pbs_server_and_names_the_group_to_ask_for(lab):
+    """`daskhpc doctor` on the PBS site: its batch checks read the burst queue from the PBS server (never sinfo
+    or sacctmgr); alice passes everything, carol (research) is told which group the queue admits."""
+    def doctor(user):
+        run = sh("/opt/daskhpc/venv/bin/daskhpc", "doctor", "--json", user=user, check=False)
+        return run.returncode, {c["name"]: c for c in json.loads(run.stdout)}
+
+    rc, checks = doctor("alice")
+    assert rc == 0, [c for c in checks.values() if not c["ok"]]
+    assert checks["batch system"]["detail"].startswith("queue burst is enabled and started")
+    assert "burst association" not in checks and "admits alice (datasci)" in checks["queue access"]["detail"]
+    rc, checks = doctor("carol")
+    assert rc == 1 and checks["batch system"]["ok"]
+    assert not checks["queue access"]["ok"] and "admits only datasci" in checks["queue access"]["detail"]
+    assert "datasci" in checks["queue access"]["fix"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import grp
+import json
 import os
 import pwd
 import sys
@@ -193,3 +195,64 @@ def test_an_unsafe_site_file_fails_the_configuration_check(tmp_path):
         results = Doctor(user=USER, run=runner(**GOOD), now=NOW).checks()
     assert len(results) == 1 and not results[0].ok
     assert "writable only by it" in results[0].detail and "dask_client role" in results[0].fix
+
+
+# --- PBS: the queue, as the PBS server has it -------------------------------------------------------------
+
+def pbs_queue(**attrs):
+    queue = {"queue_type": "Execution", "state_count": "Transit:0 Queued:2 Held:0 Waiting:0 Running:1 Exiting:0 ",
+             "enabled": "True", "started": "True", "acl_group_enable": "True",
+             "acl_groups": "datasci,%s" % grp.getgrgid(os.getgid()).gr_name}
+    queue.update(attrs)
+    return (0, json.dumps({"pbs_version": "23.06.06", "Queue": {"burst": queue}}), "")
+
+
+def batch_calls(run):
+    """The batch system's commands the doctor ran (not the Python checks)."""
+    return [c for c in run.calls if os.path.basename(c[0]) in ("qstat", "sinfo", "sacctmgr", "squeue")]
+
+
+def pbs_doctor(tls, tmp_path, **outputs):
+    run = runner(**outputs)
+    return Doctor(config=config(tls, tmp_path, scheduler="pbs"), user=USER, run=run, now=NOW), run
+
+
+def test_pbs_site_checks_its_queue_and_never_runs_slurm_commands(tls, tmp_path):
+    doctor, run = pbs_doctor(tls, tmp_path, qstat=pbs_queue())
+    results = by_name(doctor.checks())
+    assert all(c.ok for c in results.values()), render(results.values(), USER, doctor.config)
+    assert "burst association" not in results and "queue access" in results
+    assert results["batch system"].detail == "queue burst is enabled and started: " \
+                                             "Transit:0 Queued:2 Held:0 Waiting:0 Running:1 Exiting:0"
+    batch = batch_calls(run)
+    assert [os.path.basename(c[0]) for c in batch] == ["qstat"], run.calls  # asked once, for both checks
+    assert batch[0][1:] == ["-Q", "-f", "-F", "json", "burst"]
+
+
+@pytest.mark.parametrize("attrs,words", [({"enabled": "False"}, "is disabled"), ({"started": "False"}, "is stopped")])
+def test_pbs_queue_disabled_or_stopped(tls, tmp_path, attrs, words):
+    doctor, _run = pbs_doctor(tls, tmp_path, qstat=pbs_queue(**attrs))
+    check = by_name(doctor.checks())["batch system"]
+    assert not check.ok and words in check.detail and "hpc-help@lab.example" in check.fix
+
+
+def test_pbs_queue_missing(tls, tmp_path):
+    doctor, _run = pbs_doctor(tls, tmp_path, qstat=(2, "", "qstat: Unknown queue burst\n"))
+    results = by_name(doctor.checks())
+    assert not results["batch system"].ok and "queue burst does not exist" in results["batch system"].detail
+    assert not results["queue access"].ok
+
+
+def test_pbs_user_outside_the_queues_groups_is_told_which_groups(tls, tmp_path):
+    doctor, _run = pbs_doctor(tls, tmp_path, qstat=pbs_queue(acl_groups="no-such-group-xyz,other-xyz"))
+    check = by_name(doctor.checks())["queue access"]
+    assert not check.ok and "admits only no-such-group-xyz, other-xyz" in check.detail
+    assert "hpc-help@lab.example" in check.fix and "no-such-group-xyz, other-xyz" in check.fix
+
+
+def test_pbs_server_down_fails_both_checks_with_one_question(tls, tmp_path):
+    doctor, run = pbs_doctor(tls, tmp_path, qstat=(1, "", "Connection refused\nqstat: cannot connect to server pbs"))
+    results = by_name(doctor.checks())
+    for name in ("batch system", "queue access"):
+        assert not results[name].ok and "cannot connect" in results[name].detail and "qstat -B" in results[name].fix
+    assert len(batch_calls(run)) == 1
