@@ -25,9 +25,14 @@ def optional_site(tmp_path_factory):
     return write_site_file(tmp_path_factory.mktemp("site") / "daskhpc.yaml", OPTIONAL_TLS)
 
 
+# A grace time well beyond what moving the test's data takes even on a saturated machine: retirement ends as
+# soon as the data has moved, and a short one made the data-kept test fail under load (event loop stalled 11 s).
+GRACE_TIME = 120
+
+
 def worker_argv(site_path, address, name, *extra):
     return python_with_site_file(site_path) + ["daskhpc.worker", address, "--name", name, "--nthreads", "1",
-                                               "--memory-limit", "500MB", "--grace-time", "20", *extra]
+                                               "--memory-limit", "500MB", "--grace-time", str(GRACE_TIME), *extra]
 
 
 def start_worker(address, name, *extra, site_path):
@@ -53,7 +58,7 @@ def test_sigterm_retires_gracefully_and_keeps_the_data(scheduler, optional_site)
         keys_there = scheduler.who_has(futures)
         assert all(addr in holders for holders in keys_there.values())
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=60)[0]
+        output = proc.communicate(timeout=GRACE_TIME + 60)[0]
         assert proc.returncode == 0, output
         assert "retiring gracefully" in output
         # The data moved to the other worker: nothing is recomputed, nothing is lost.
@@ -72,7 +77,7 @@ def test_nworkers_forks_named_workers_and_sigterm_reaches_them_all(scheduler, op
         names = sorted(str(w["name"]) for w in scheduler.scheduler_info()["workers"].values())
         assert names == ["0", "job-7-0", "job-7-1", "job-7-2"]
         os.kill(proc.pid, signal.SIGTERM)  # --signal=B:TERM reaches only the job's main process
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=GRACE_TIME + 60)
         assert wait_for(lambda: len(scheduler.scheduler_info()["workers"]) == 1)
     finally:
         if proc.poll() is None:
